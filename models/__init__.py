@@ -1,0 +1,5 @@
+"""Generative models p(x, y, z, ...): one file per model, each a plain Pyro callable."""
+
+from .m2 import M2
+
+__all__ = ["M2"]

@@ -1,0 +1,60 @@
+"""M2 of Kingma, Rezende, Mohamed and Welling (2014), "Semi-supervised learning
+with deep generative models".
+
+Generative process, for every image n (labelled or not)::
+
+    y_n ~ Cat(1/K, ..., 1/K)                      class, one-hot
+    z_n ~ N(0, I_D)                               style
+    x_n ~ Bernoulli(sigmoid(f_theta(z_n, y_n)))   784 pixels, independent given (y, z)
+
+Labelled and unlabelled images go through the same ``story``; the only difference
+is ``obs=y``: observed in the labelled plate, latent (and summed out, sampled or
+relaxed, as the guide's inference method says) in the unlabelled one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.contrib.autoname import scope
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.inference import ExactY
+from ppl_ssvae.nets import MLP
+
+
+class M2(nn.Module):
+    def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
+                 hidden: Sequence[int] = (500,), activation: str = "softplus",
+                 y_family: ExactY | None = None):
+        super().__init__()
+        self.num_classes, self.z_dim, self.x_dim = num_classes, z_dim, x_dim
+        self.y_family = y_family or ExactY()
+        self.decoder = MLP([z_dim, num_classes], hidden, x_dim, activation)
+        self.register_buffer("y_logits", torch.zeros(num_classes))  # uniform p(y)
+        self.register_buffer("z_loc", torch.zeros(z_dim))
+        self.register_buffer("z_scale", torch.ones(z_dim))
+
+    def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The generative process for a plate of images; ``y=None`` leaves y latent."""
+        y_prior = self.y_family.prior(self.y_logits) if y is None else \
+            dist.OneHotCategorical(logits=self.y_logits)
+        y = pyro.sample("y", y_prior, obs=y)
+        z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
+        # validate_args=False: non-binarised pixels in [0, 1] are scored by the same formula
+        pixels = dist.Bernoulli(logits=self.decoder(z, y), validate_args=False).to_event(1)
+        pyro.sample("x", pixels, obs=x)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("model", self)
+        for part in batch.parts():
+            with part.plate(), scope(prefix=part.name):
+                self.story(part.x, part.y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities of p(x | y, z)."""
+        return torch.sigmoid(self.decoder(z, y))

@@ -1,0 +1,71 @@
+"""A training batch: some unlabelled images, some labelled ones, and the sizes of
+the sets they were drawn from, so that plates can scale them to the full data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyro
+import torch
+from torch.nn import functional as F
+
+UNLABELLED, LABELLED = "unlabelled", "labelled"
+
+
+@dataclass
+class Part:
+    """One plate's worth of data: ``y`` is ``None`` where the labels are unobserved."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor | None
+    size: int
+    index: torch.Tensor | None
+
+    def plate(self) -> pyro.plate:
+        """The plate over this part; its scale ``size / len(x)`` makes the batch an
+        unbiased estimate of the sum over the whole set."""
+        subsample = self.index
+        if subsample is None:
+            subsample = torch.arange(len(self.x), device=self.x.device)
+        return pyro.plate(self.name, self.size, subsample=subsample, dim=-1)
+
+
+@dataclass
+class Batch:
+    """``x_u`` unlabelled images; ``x_l`` labelled images with one-hot labels ``y_l``.
+
+    ``n_u`` and ``n_l`` are the sizes of the sets the batch stands for (default: the
+    batch itself); ``idx_u`` and ``idx_l`` the indices drawn, if known. Either part
+    may be absent.
+    """
+
+    x_u: torch.Tensor | None = None
+    x_l: torch.Tensor | None = None
+    y_l: torch.Tensor | None = None
+    n_u: int | None = None
+    n_l: int | None = None
+    idx_u: torch.Tensor | None = None
+    idx_l: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if (self.x_l is None) != (self.y_l is None):
+            raise ValueError("labelled images x_l and labels y_l come together")
+        if self.y_l is not None and self.y_l.dim() != 2:
+            raise ValueError("y_l must be one-hot, shape (B, K): use ppl_ssvae.one_hot(y, K)")
+
+    def parts(self) -> Iterator[Part]:
+        if self.x_u is not None:
+            yield Part(UNLABELLED, self.x_u, None, self.n_u or len(self.x_u), self.idx_u)
+        if self.x_l is not None:
+            yield Part(LABELLED, self.x_l, self.y_l, self.n_l or len(self.x_l), self.idx_l)
+
+    @property
+    def size(self) -> int:
+        """How many examples the batch stands for: the divisor of a per-image loss."""
+        return sum(part.size for part in self.parts())
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(y, num_classes).to(torch.get_default_dtype())

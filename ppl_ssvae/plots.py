@@ -1,0 +1,74 @@
+"""The figures of a run: learning curves, class-conditional samples, and the KL
+of each latent dimension over training."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ppl_ssvae.io import save_figure  # noqa: E402
+
+plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Training loss per image and validation accuracy against epochs."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, [row["loss"] for row in history], marker="o", ms=3, label="objective")
+    ax_loss.plot(epochs, [row["negative_elbo"] for row in history], marker="o", ms=3,
+                 label="-ELBO")
+    ax_loss.set(xlabel="epoch", ylabel="nats per image", title="training loss")
+    ax_loss.legend(frameon=False)
+    ax_acc.plot(epochs, [100 * row["valid_accuracy"] for row in history], marker="o", ms=3,
+                color="C2")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+
+
+def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
+    """``images`` of shape (K, S, 784): one row per class, S samples per row."""
+    k, s = images.shape[:2]
+    side = int(round(images.shape[-1] ** 0.5))
+    grid = images.reshape(k, s, side, side).permute(0, 2, 1, 3).reshape(k * side, s * side)
+    fig, ax = plt.subplots(figsize=(s * 0.45 + 0.6, k * 0.45 + 0.4))
+    ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(np.arange(k) * side + side / 2, [str(i) for i in range(k)])
+    ax.set_xticks([])
+    ax.set_ylabel("class y")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title or "samples of p(x | y, z), z ~ N(0, I)")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+
+
+def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """KL(q(z|x) || p(z)) of each latent dimension (rows) at each epoch (columns)."""
+    rows = [row for row in history if "kl_per_dim" in row]
+    kl = np.array([row["kl_per_dim"] for row in rows]).T  # (D, epochs)
+    epochs = [row["epoch"] for row in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(epochs) + 2.5), 5))
+    image = ax.imshow(kl, aspect="auto", cmap="viridis", interpolation="nearest",
+                      extent=(epochs[0] - 0.5, epochs[-1] + 0.5, kl.shape[0] - 0.5, -0.5))
+    ax.set(xlabel="epoch", ylabel="latent dimension of z",
+           title=title or "KL(q(z|x) || p(z)) per dimension")
+    active = int((kl[:, -1] > 0.05).sum())
+    ax.text(1.0, -0.08, f"{active} of {kl.shape[0]} dimensions above 0.05 nats at the end",
+            transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    fig.colorbar(image, ax=ax, label="nats")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)

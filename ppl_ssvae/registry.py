@@ -1,0 +1,77 @@
+"""Which models exist, which inference methods each accepts, and how to build a pair.
+
+``build(settings)`` maps ``--model`` and ``--inference`` to a ``SSVAE``: the
+model, the guide and the ELBO estimator. A model is added by writing its file in
+``models/``, its guide in ``guides/``, and one ``ModelSpec`` line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ppl_ssvae.config import Settings
+from ppl_ssvae.guides import M2Guide
+from ppl_ssvae.inference import INFERENCES, ExactY
+from ppl_ssvae.models import M2
+from ppl_ssvae.objective import SSVAE
+
+
+class UnsupportedError(ValueError):
+    """An unknown model or inference, or a combination a model does not accept."""
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    description: str
+    inferences: tuple[str, ...]  # the first is the default
+    make_model: Callable[[Settings, ExactY, int, int], nn.Module]
+    make_guide: Callable[[Settings, ExactY, int, int], nn.Module]
+
+
+def _m2(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return M2(k, s.z_dim, d, s.hidden, s.activation, family)
+
+
+def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return M2Guide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
+                  ("enum", "enum-seq", "score", "tracegraph", "gumbel", "st-gumbel", "iwae"),
+                  _m2, _m2_guide),
+    ]
+}
+
+
+def check(model: str, inference: str) -> ModelSpec:
+    """The spec of ``model``, or an ``UnsupportedError`` that lists what is supported."""
+    if model not in MODELS:
+        raise UnsupportedError(f"unknown model {model!r}: choose one of {', '.join(MODELS)} "
+                               f"(ppl-ssvae list)")
+    spec = MODELS[model]
+    if inference not in spec.inferences:
+        raise UnsupportedError(f"model {model!r} does not take --inference {inference!r}: "
+                               f"it takes {', '.join(spec.inferences)}")
+    return spec
+
+
+def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
+    spec = check(settings.model, settings.inference)
+    inference = INFERENCES[settings.inference]
+    family = inference.y_family(settings)
+    model = spec.make_model(settings, family, num_classes, x_dim)
+    guide = spec.make_guide(settings, family, num_classes, x_dim)
+    return SSVAE(model, guide, inference.elbo(settings), family, settings.classifier_weight,
+                 settings.classifier_ramp_steps)
+
+
+def table() -> list[tuple[str, str, str]]:
+    """(model, inference methods, description) for ``ppl-ssvae list``."""
+    return [(s.name, ", ".join(s.inferences), s.description) for s in MODELS.values()]

@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="ppl-ssvae",
+    version="0.1.0",
+    description="Semi-supervised variational autoencoders (Kingma et al. M2 and kin) in Pyro",
+    python_requires=">=3.10",
+    packages=["ppl_ssvae", "ppl_ssvae.models", "ppl_ssvae.guides"],
+    package_dir={
+        "ppl_ssvae": "ppl_ssvae",
+        "ppl_ssvae.models": "models",
+        "ppl_ssvae.guides": "guides",
+    },
+    install_requires=[
+        "torch>=2.2",
+        "pyro-ppl>=1.9",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["ppl-ssvae=ppl_ssvae.cli:main"]},
+)
