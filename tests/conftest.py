@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny data and small pairs, so most tests run in milliseconds."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from ppl_ssvae import Batch, Settings, build, one_hot
+from ppl_ssvae.data import Dataset, synthetic
+
+
+@pytest.fixture(autouse=True)
+def fresh_rng():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Dataset:
+    """MNIST-shaped synthetic data: 2,000 / 500 / 500 images, 10 learnable classes."""
+    return synthetic(seed=0)
+
+
+def small_settings(**changes) -> Settings:
+    """A small network configuration for fast tests."""
+    base = Settings(hidden=(32,), z_dim=4, dataset="synthetic", progress=False)
+    return base.replace(**changes)
+
+
+def make_batch(data: Dataset, b_u: int = 8, b_l: int = 6, n_u: int | None = 1000,
+               n_l: int | None = 20, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    idx_u = torch.randperm(len(data.train), generator=g)[:b_u]
+    idx_l = torch.randint(len(data.train), (b_l,), generator=g)
+    x_u = (torch.rand(b_u, 784, generator=g) < data.train.x[idx_u]).float()
+    x_l = (torch.rand(b_l, 784, generator=g) < data.train.x[idx_l]).float()
+    return Batch(x_u=x_u, x_l=x_l, y_l=one_hot(data.train.y[idx_l], data.num_classes),
+                 n_u=n_u, n_l=n_l, idx_u=idx_u, idx_l=idx_l)
+
+
+def small_pair(**changes):
+    settings = small_settings(**changes)
+    return build(settings, 10, 784), settings
