@@ -17,7 +17,8 @@ import typing
 from ppl_ssvae.config import Settings, SettingsError
 from ppl_ssvae.data import DataError
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input: the message says what to change
+EXIT_NUMERICAL_FAULT = 3  # a non-finite loss or gradient stopped training
 
 
 class UserError(Exception):
@@ -104,13 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ppl_ssvae.checkpoint import CheckpointError
+    from ppl_ssvae.io import OutputError
     from ppl_ssvae.registry import UnsupportedError
-    from ppl_ssvae.train import TrainingError
+    from ppl_ssvae.train import NumericalFault, TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UserError, SettingsError, DataError, UnsupportedError, TrainingError) as e:
+    except NumericalFault as e:
+        print(f"ppl-ssvae: error: {e}", file=sys.stderr)
+        return EXIT_NUMERICAL_FAULT
+    except (UserError, SettingsError, DataError, UnsupportedError, TrainingError,
+            CheckpointError, OutputError) as e:
         print(f"ppl-ssvae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
