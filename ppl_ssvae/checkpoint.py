@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,17 +144,19 @@ def read_checkpoint(path: Path) -> dict:
     """The checkpoint at ``path`` as a dict of tensors and plain values, after checking
     it is a whole ppl-ssvae checkpoint of this version."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols of odd files
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, random bytes, a pickle of objects
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if isinstance(e, pickle.UnpicklingError) and named:
+            raise CheckpointError(
+                f"refusing {path}: it names {named.group(1)}, and a ppl-ssvae checkpoint holds "
+                f"only tensors and plain values (loading it could run code); delete it or "
+                f"choose another --out") from None
         raise CheckpointError(
-            f"refusing {path}: it holds Python objects besides tensors and plain values, "
-            f"which a ppl-ssvae checkpoint never does (loading it could run code); delete it "
-            f"or choose another --out") from None
-    except Exception as e:  # a truncated zip, a stray file: torch says so in many ways
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({reason}): it is truncated or corrupt; "
-            f"delete it to start over, or choose another --out") from None
+            f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated or "
+            f"corrupt; delete it to start over, or choose another --out") from None
     if not isinstance(payload, dict) or "version" not in payload:
         raise CheckpointError(f"{path} is not a ppl-ssvae checkpoint: delete it or choose "
                               f"another --out")
@@ -185,6 +189,15 @@ def check_same_run(payload: dict, settings: Settings, path: Path) -> None:
             f"the settings of that run, or choose another --out")
 
 
+def _first_line(error: Exception, limit: int = 160) -> str:
+    """The first line of an error that says something (torch's are many lines long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.endswith(":") and "Weights only" not in line
+              and "file an issue" not in line]
+    line = (useful or lines or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def _flag_value(value) -> str:
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value)
@@ -202,10 +215,9 @@ def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
     except (RuntimeError, ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not fit the networks of --model {settings.model} "
-                              f"({reason}): it was written by another version of the code; "
-                              f"start over in another --out") from None
+                              f"({_first_line(e)}): it was written by another version of the "
+                              f"code; start over in another --out") from None
     set_pyro_side_params(payload["pyro_params"], torch.device(settings.device))
     set_rng_state(payload["rng"], data_generator)
     in_epoch = payload["in_epoch"]
