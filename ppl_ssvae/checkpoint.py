@@ -194,7 +194,7 @@ def _first_line(error: Exception, limit: int = 160) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.endswith(":") and "Weights only" not in line
               and "file an issue" not in line]
-    line = (useful or lines or [type(error).__name__])[0]
+    line = (useful or lines or [type(error).__name__])[0].split(". ")[0]
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 

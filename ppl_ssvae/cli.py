@@ -2,7 +2,7 @@
 
 The options of ``train`` are generated from ``Settings``, so every setting has
 a flag and ``--help`` documents it. Errors a user can fix print one line and
-exit with status 2.
+exit with status 2; a run stopped by a non-finite loss or gradient exits with 3.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class Settings:
         default=False, metadata={"help": "continue from OUT/checkpoint.pt if it exists"}
     )
     checkpoint_every: int = field(
-        default=500,
+        default=250,
         metadata={"help": "also write the checkpoint every this many steps within an epoch; "
                   "0: at the end of each epoch only"},
     )
@@ -126,16 +126,16 @@ class SettingsError(ValueError):
 
 def validate(settings: Settings) -> Settings:
     """Refuse settings no run can use, before any work is done."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
                 "temperature_min", "z_dim", "particles", "eval_batch_size")
     for name in positive:
         value = getattr(settings, name)
         if not value > 0:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     if settings.max_steps is not None and settings.max_steps <= 0:
         raise SettingsError(f"--max-steps must be positive, got {settings.max_steps}")
     if settings.labels <= 0:

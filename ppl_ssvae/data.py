@@ -192,7 +192,8 @@ def _checked(data: Dataset) -> Dataset:
             raise DataError(f"{data.source}: {name} has {len(split.x)} images but "
                             f"{len(split.y)} labels")
         if len(split.x) == 0:
-            raise DataError(f"{data.source}: the {name} split is empty")
+            raise DataError(f"{data.source}: the {name} split is empty (MNIST has 60,000 training "
+                            f"and 10,000 test images): use the complete files")
         lo, hi = float(split.x.min()), float(split.x.max())
         if lo < 0.0 or hi > 1.0 or not np.isfinite(lo + hi):
             raise DataError(f"{data.source}: {name} pixels must lie in [0, 1], found "

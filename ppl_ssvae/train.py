@@ -4,8 +4,15 @@ Each step takes one batch of unlabelled images (an epoch is one pass over the
 unlabelled set) and one batch of labelled images drawn with replacement from the
 labelled set, as the original did; the plates scale both to full-data sums. After
 every epoch the run measures validation accuracy and the KL of each latent
-dimension, writes ``metrics.jsonl`` and a checkpoint; test accuracy is taken at the
+dimension, writes a checkpoint and ``metrics.jsonl``; test accuracy is taken at the
 best validation epoch and at the last.
+
+Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
+every ``--checkpoint-every`` steps within an epoch, every file is replaced
+atomically, and ``--resume`` goes on from the last checkpoint to exactly the
+results of an uninterrupted run. A loss or gradient that is not finite stops the
+run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
+skip`` the step is undone and counted.
 """
 
 from __future__ import annotations
