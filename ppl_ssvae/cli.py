@@ -46,7 +46,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings |
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f.metadata.get("help", "") + f" (default: {default})"
+        help_text = f.metadata.get("help", "")  # the formatter adds "(default: ...)"
         kind = _base_type(f.type)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,

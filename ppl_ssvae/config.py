@@ -92,7 +92,10 @@ class Settings:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     out: str = field(default="runs/latest", metadata={"help": "output directory"})
     resume: bool = field(
-        default=False, metadata={"help": "continue from OUT/checkpoint.pt if it exists"}
+        default=False,
+        metadata={"help": "continue from OUT/checkpoint.pt if it exists, ending exactly as an "
+                  "uninterrupted run; only --epochs, --max-steps, --on-nan and how to report "
+                  "may differ from that run's settings"},
     )
     checkpoint_every: int = field(
         default=250,
