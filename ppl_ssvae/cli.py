@@ -2,7 +2,7 @@
 
 The options of ``train`` are generated from ``Settings``, so every setting has
 a flag and ``--help`` documents it. Errors a user can fix print one line and
-exit with status 2.
+exit with status 2; a run stopped by a non-finite loss or gradient exits with 3.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import typing
 from ppl_ssvae.config import Settings, SettingsError
 from ppl_ssvae.data import DataError
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input: the message says what to change
+EXIT_NUMERICAL_FAULT = 3  # a non-finite loss or gradient stopped training
 
 
 class UserError(Exception):
@@ -45,7 +46,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings |
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f.metadata.get("help", "") + f" (default: {default})"
+        help_text = f.metadata.get("help", "")  # the formatter adds "(default: ...)"
         kind = _base_type(f.type)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
@@ -104,13 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ppl_ssvae.checkpoint import CheckpointError
+    from ppl_ssvae.io import OutputError
     from ppl_ssvae.registry import UnsupportedError
-    from ppl_ssvae.train import TrainingError
+    from ppl_ssvae.train import NumericalFault, TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UserError, SettingsError, DataError, UnsupportedError, TrainingError) as e:
+    except NumericalFault as e:
+        print(f"ppl-ssvae: error: {e}", file=sys.stderr)
+        return EXIT_NUMERICAL_FAULT
+    except (UserError, SettingsError, DataError, UnsupportedError, TrainingError,
+            CheckpointError, OutputError) as e:
         print(f"ppl-ssvae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

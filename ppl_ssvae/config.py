@@ -8,6 +8,7 @@ documented here is a value you can set with ``--name-with-dashes``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -91,8 +92,17 @@ class Settings:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     out: str = field(default="runs/latest", metadata={"help": "output directory"})
     resume: bool = field(
-        default=False, metadata={"help": "continue from OUT/checkpoint.pt if it exists"}
+        default=False,
+        metadata={"help": "continue from OUT/checkpoint.pt if it exists, ending exactly as an "
+                  "uninterrupted run; only --epochs, --max-steps, --on-nan and how to report "
+                  "may differ from that run's settings"},
     )
+    checkpoint_every: int = field(
+        default=250,
+        metadata={"help": "also write the checkpoint every this many steps within an epoch; "
+                  "0: at the end of each epoch only"},
+    )
+    figures: bool = field(default=True, metadata={"help": "draw the PNG figures at the end"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     eval_batch_size: int = field(
         default=2000, metadata={"help": "examples per forward pass when evaluating"}
@@ -119,6 +129,10 @@ class SettingsError(ValueError):
 
 def validate(settings: Settings) -> Settings:
     """Refuse settings no run can use, before any work is done."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
                 "temperature_min", "z_dim", "particles", "eval_batch_size")
     for name in positive:
@@ -139,6 +153,14 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("--classifier-weight and --temperature-decay must not be negative")
     if settings.clip_norm is not None and settings.clip_norm <= 0:
         raise SettingsError(f"--clip-norm must be positive, got {settings.clip_norm}")
+    if settings.checkpoint_every < 0:
+        raise SettingsError(f"--checkpoint-every must be 0 (epoch ends only) or positive, got "
+                            f"{settings.checkpoint_every}")
+    from ppl_ssvae.nets import ACTIVATIONS
+
+    if settings.activation not in (*ACTIVATIONS, "maxout"):
+        raise SettingsError(f"--activation takes {', '.join((*ACTIVATIONS, 'maxout'))}, got "
+                            f"{settings.activation!r}")
     if settings.on_nan not in ("stop", "skip"):
         raise SettingsError(f"--on-nan takes stop or skip, got {settings.on_nan!r}")
     if settings.device.startswith("cuda"):

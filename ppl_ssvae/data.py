@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppl_ssvae.io import atomic_write
+
 PICKLE_NAME = "mnist.pkl.gz"
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 IDX_FILES = {  # name -> MD5, the digests published with the original files
@@ -118,18 +120,28 @@ def read_pickle(path: Path) -> Dataset:
             parts = NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
         except (pickle.UnpicklingError, EOFError, ValueError) as e:
             raise DataError(f"{path} is not a readable MNIST pickle ({e}): replace it") from e
+    if not (isinstance(parts, tuple | list) and len(parts) == 3
+            and all(isinstance(p, tuple | list) and len(p) == 2 for p in parts)):
+        raise DataError(f"{path} is not an MNIST pickle (expected three (images, labels) pairs): "
+                        f"replace it")
     splits = [Split(_as_images(x, path), _as_labels(y, path)) for x, y in parts]
     return _checked(Dataset(*splits, source=str(path)))
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .gz file ({e}): replace it") from None
     if len(data) < 4:
         raise DataError(f"{path} is not an IDX file: replace it")
     _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if dtype_code != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file: replace it")
+        raise DataError(f"{path} is not an unsigned-byte IDX file (type code {dtype_code:#04x}): "
+                        f"replace it with the MNIST file of that name")
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: delete it and fetch it again")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
@@ -141,6 +153,11 @@ def read_idx_dir(directory: Path) -> Dataset:
     """The four IDX files; the last 10,000 of the 60,000 training images become the
     validation set (the last sixth, for a smaller file)."""
     arrays = {name: _read_idx(directory / name) for name in IDX_FILES}
+    for name, array in arrays.items():
+        want = "(N, 28, 28)" if "images" in name else "(N,)"
+        if array.shape[1:] != ((28, 28) if "images" in name else ()):
+            raise DataError(f"{directory / name}: expected an array of shape {want}, got "
+                            f"{array.shape}: replace it with the MNIST file of that name")
     images = arrays["train-images-idx3-ubyte.gz"].reshape(-1, IMAGE_SIZE)
     labels = arrays["train-labels-idx1-ubyte.gz"]
     n_train = len(images) - min(N_VALID, len(images) // 6)
@@ -177,7 +194,8 @@ def _checked(data: Dataset) -> Dataset:
             raise DataError(f"{data.source}: {name} has {len(split.x)} images but "
                             f"{len(split.y)} labels")
         if len(split.x) == 0:
-            raise DataError(f"{data.source}: the {name} split is empty")
+            raise DataError(f"{data.source}: the {name} split is empty (MNIST has 60,000 training "
+                            f"and 10,000 test images): use the complete files")
         lo, hi = float(split.x.min()), float(split.x.max())
         if lo < 0.0 or hi > 1.0 or not np.isfinite(lo + hi):
             raise DataError(f"{data.source}: {name} pixels must lie in [0, 1], found "
@@ -232,9 +250,7 @@ def download_idx(directory: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Pat
             if hashlib.md5(payload).hexdigest() != md5:
                 errors.append(f"{mirror}: checksum mismatch")
                 continue
-            partial = target.with_suffix(".part")
-            partial.write_bytes(payload)
-            os.replace(partial, target)
+            atomic_write(target, lambda f, payload=payload: f.write(payload))
             break
         else:
             raise DataError(f"could not download {name} ({'; '.join(errors)})")
@@ -301,6 +317,9 @@ def balanced_labels(y: torch.Tensor, labels: int, num_classes: int, seed: int) -
     if labels <= 0 or labels % num_classes:
         raise DataError(f"--labels must be a positive multiple of the {num_classes} classes, "
                         f"got {labels}")
+    if labels > len(y):
+        raise DataError(f"--labels {labels} is more than the {len(y)} training images: use "
+                        f"fewer labels")
     per_class = labels // num_classes
     g = torch.Generator().manual_seed(seed)
     chosen = []

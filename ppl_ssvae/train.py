@@ -4,15 +4,23 @@ Each step takes one batch of unlabelled images (an epoch is one pass over the
 unlabelled set) and one batch of labelled images drawn with replacement from the
 labelled set, as the original did; the plates scale both to full-data sums. After
 every epoch the run measures validation accuracy and the KL of each latent
-dimension, writes ``metrics.jsonl`` and a checkpoint; test accuracy is taken at the
+dimension, writes a checkpoint and ``metrics.jsonl``; test accuracy is taken at the
 best validation epoch and at the last.
+
+Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
+every ``--checkpoint-every`` steps within an epoch, every file is replaced
+atomically, and ``--resume`` goes on from the last checkpoint to exactly the
+results of an uninterrupted run. A loss or gradient that is not finite stops the
+run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
+skip`` the step is undone and counted.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import pyro
@@ -22,28 +30,29 @@ from tqdm.auto import tqdm
 from ppl_ssvae import data as data_lib
 from ppl_ssvae import evaluate, plots
 from ppl_ssvae.batch import Batch, one_hot
+from ppl_ssvae.checkpoint import (
+    EpochProgress,
+    State,
+    load_checkpoint,
+    pyro_side_params,
+    save_checkpoint,
+    set_pyro_side_params,
+)
 from ppl_ssvae.config import Settings, validate
-from ppl_ssvae.io import atomic_write, write_json, write_jsonl
+from ppl_ssvae.io import prepare_output_dir, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import MODELS, build
+from ppl_ssvae.registry import MODELS, build, check
 
-CHECKPOINT_VERSION = 1
 KL_SUBSET = 1000  # validation images used for the per-dimension KL
+SKIPS_REPORTED = 10  # --on-nan skip: the first skips get a line on stderr, the rest a count
 
 
 class TrainingError(RuntimeError):
-    """A run that cannot go on (a non-finite loss, say); the message says why."""
+    """A run that cannot go on; the message says why and what to do."""
 
 
-@dataclass
-class State:
-    """What a checkpoint holds besides the networks and the optimiser."""
-
-    epoch: int = 0  # epochs finished
-    step: int = 0  # steps taken in all
-    history: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"valid_accuracy": -1.0})
-    skipped: int = 0
+class NumericalFault(TrainingError):
+    """A non-finite loss or gradient; the message names the step and the term."""
 
 
 def seed_everything(seed: int) -> None:
@@ -69,10 +78,11 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
 
 def train(settings: Settings) -> dict:
     """Train as ``settings`` say, write every output into ``settings.out``, and
-    return the summary."""
+    return the summary. With ``settings.resume`` it goes on from the checkpoint in
+    ``settings.out``, if there is one, and ends exactly as an uninterrupted run would."""
     validate(settings)
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check(settings.model, settings.inference)  # before the data is read
+    out = prepare_output_dir(settings.out)
     device = torch.device(settings.device)
     seed_everything(settings.seed)
     pyro.clear_param_store()
@@ -90,8 +100,16 @@ def train(settings: Settings) -> dict:
     checkpoint_path = out / "checkpoint.pt"
     if settings.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g)
+    # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
+    # steps, written after its last checkpoint, are dropped and come back identical
     write_json(out / "config.json", settings.to_dict())
     write_jsonl(out / "metrics.jsonl", state.history)
+    saved_at = state.step if checkpoint_path.exists() and settings.resume else None
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state)
+        saved_at = state.step
 
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
@@ -101,70 +119,135 @@ def train(settings: Settings) -> dict:
     bar = tqdm(total=total_steps, initial=state.step, disable=not settings.progress,
                unit="step", dynamic_ncols=True, desc=f"{settings.model}/{settings.inference}")
 
-    while state.step < total_steps:
-        pair.train()
-        order = torch.randperm(len(data.train), generator=g)
-        sums = {"loss": 0.0, "negative_elbo": 0.0, "classifier": 0.0}
-        steps, skipped, started = 0, 0, time.perf_counter()
-        for i in range(steps_per_epoch):
-            if state.step >= total_steps:
-                break
-            batch = draw_batch(data, labelled, settings, order, i, g)
-            terms = pair.loss_and_grads(batch, state.step)
-            fault = _fault(pair, terms)
-            if fault and settings.on_nan == "stop":
-                bar.close()
-                raise TrainingError(f"step {state.step}: {fault}; the last good checkpoint is "
-                                    f"{checkpoint_path} (rerun with --resume, a lower --lr or "
-                                    f"--on-nan skip)")
-            if fault:
-                skipped += 1
-            else:
-                if settings.clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(pair.parameters(),
-                                                   settings.clip_norm * batch.size)
-                optimizer.step()
-                for key in sums:
-                    sums[key] += terms[key]
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            steps += 1
-            bar.update()
-            if state.step % 20 == 0 or state.step == total_steps:
-                seconds = time.perf_counter() - started
-                bar.set_postfix(loss=f"{terms['loss']:.1f}",
-                                best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
-                                ex_s=f"{steps * examples_per_step / seconds:.0f}")
-        seconds = time.perf_counter() - started
-        scheduler.step()
-        state.epoch += 1
-        state.skipped += skipped
-        taken = max(1, steps - skipped)
-        row = {"epoch": state.epoch, "step": state.step, "seconds": seconds,
-               "examples_per_second": steps * examples_per_step / seconds,
-               **{key: value / taken for key, value in sums.items()},
-               "skipped_steps": skipped, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(_evaluate(pair, data, settings, state))
-        state.history.append(row)
-        write_jsonl(out / "metrics.jsonl", state.history)
-        save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state)
-    bar.close()
+    try:
+        while state.step < total_steps:
+            if state.in_epoch is None:  # a new epoch; else one a checkpoint was taken in
+                state.in_epoch = EpochProgress(torch.randperm(len(data.train), generator=g))
+            progress = state.in_epoch
+            pair.train()
+            seconds_before, resumed_at = progress.seconds, time.perf_counter()
+            for i in range(progress.position, steps_per_epoch):
+                if state.step >= total_steps:
+                    break
+                batch = draw_batch(data, labelled, settings, progress.order, i, g)
+                terms, fault = take_step(pair, optimizer, batch, state.step, settings)
+                if fault and settings.on_nan == "stop":
+                    kept = (f"{checkpoint_path} (step {saved_at}) is kept" if saved_at is not None
+                            else "no checkpoint had been written yet")
+                    raise NumericalFault(
+                        f"step {state.step}: {fault}; {kept}: rerun with --resume --on-nan skip "
+                        f"to skip such steps, or start over with a lower --lr or a --clip-norm")
+                if fault:
+                    progress.skipped += 1
+                    if state.skipped + progress.skipped <= SKIPS_REPORTED:
+                        tqdm.write(f"ppl-ssvae: step {state.step} skipped: {fault}", file=sys.stderr)
+                else:
+                    for key in progress.sums:
+                        progress.sums[key] += terms[key]
+                state.step += 1
+                progress.position = i + 1
+                progress.seconds = seconds_before + time.perf_counter() - resumed_at
+                bar.update()
+                if state.step % 20 == 0 or state.step == total_steps:
+                    bar.set_postfix(loss=f"{terms['loss']:.1f}" if terms else "nan",
+                                    best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
+                                    ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
+                        and progress.position < steps_per_epoch and state.step < total_steps):
+                    checkpoint()  # mid-epoch; the epoch's end writes its own
+            finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
+            checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
+            write_jsonl(out / "metrics.jsonl", state.history)
+    finally:
+        bar.close()
 
     summary = _summary(pair, data, settings, state)
     write_json(out / "summary.json", summary)
-    write_figures(pair, data, settings, state, out)
+    if settings.figures:
+        write_figures(pair, data, settings, state, out)
     return summary
+
+
+def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step: int,
+              settings: Settings) -> tuple[dict | None, str | None]:
+    """One optimiser step on ``batch``: the loss terms, and what was not finite if
+    something was (then the parameters are left as they were)."""
+    saved = _side_state(pair) if settings.on_nan == "skip" else None
+    terms = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN")  # our message says it
+        try:
+            terms = pair.loss_and_grads(batch, step)
+            fault = _fault(pair, terms)
+        except ValueError as e:  # distribution arguments Pyro's validation found not finite
+            if "invalid values" not in str(e):
+                raise
+            fault = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
+    if fault is None:
+        if settings.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(pair.parameters(), settings.clip_norm * batch.size)
+        optimizer.step()
+    elif saved is not None:
+        _restore_side_state(pair, saved)
+    optimizer.zero_grad(set_to_none=True)
+    return terms, fault
+
+
+def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
+                 scheduler, examples_per_step: int) -> None:
+    """Close the epoch in ``state.in_epoch``: its metrics row, the best-validation
+    record, the learning-rate schedule."""
+    progress = state.in_epoch
+    scheduler.step()
+    state.epoch += 1
+    state.skipped += progress.skipped
+    taken = max(1, progress.position - progress.skipped)
+    seconds = max(progress.seconds, 1e-9)
+    row = {"epoch": state.epoch, "step": state.step, "seconds": progress.seconds,
+           "examples_per_second": progress.position * examples_per_step / seconds,
+           **{key: value / taken for key, value in progress.sums.items()},
+           "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
+    row.update(_evaluate(pair, data, settings, state))
+    state.history.append(row)
+    state.in_epoch = None
 
 
 def _fault(pair: SSVAE, terms: dict) -> str | None:
     """Which term, if any, of the loss or its gradient is not finite."""
-    for key in ("negative_elbo", "classifier"):
+    for key, term in (("negative_elbo", "negative ELBO"), ("classifier", "classifier")):
         if not math.isfinite(terms[key]):
-            return f"the {key.replace('_', ' ')} term of the loss is {terms[key]}"
+            return f"the {term} term of the loss is {terms[key]}"
     for name, p in pair.named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of {name} is not finite"
     return None
+
+
+def _invalid_argument(error: ValueError) -> str:
+    """'logits of Categorical' from torch's 'Expected parameter logits (...) of
+    distribution Categorical(...) to satisfy ...'."""
+    words = str(error).split()
+    try:
+        parameter = words[words.index("parameter") + 1]
+        family = words[words.index("distribution") + 1].split("(")[0]
+        return f"{parameter} of a {family} distribution"
+    except (ValueError, IndexError):
+        return "a distribution's argument"
+
+
+def _side_state(pair: SSVAE) -> dict:
+    """What a step changes besides the parameters: batch-norm statistics, Pyro's
+    baselines. A skipped step puts them back."""
+    return {"buffers": {name: b.clone() for name, b in pair.named_buffers()},
+            "pyro": pyro_side_params()}
+
+
+def _restore_side_state(pair: SSVAE, saved: dict) -> None:
+    with torch.no_grad():
+        for name, b in pair.named_buffers():
+            b.copy_(saved["buffers"][name])
+    device = next(pair.parameters()).device
+    set_pyro_side_params(saved["pyro"], device)
 
 
 def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State) -> dict:
@@ -231,40 +314,3 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         images = pair.model.decode(z, y)
     plots.class_samples(images, out / "samples.png",
                         f"p(x | y, z), one row per class, the same z in each column: {name}")
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, settings: Settings, pair: SSVAE, optimizer, scheduler,
-                    g: torch.Generator, state: State) -> None:
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "model": settings.model,
-        "inference": settings.inference,
-        "settings": settings.to_dict(),
-        "networks": pair.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "data": g.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        "epoch": state.epoch,
-        "step": state.step,
-        "history": state.history,
-        "best": state.best,
-        "skipped": state.skipped,
-    }
-    atomic_write(path, lambda f: torch.save(payload, f))
-
-
-def load_checkpoint(path: Path, settings: Settings, pair: SSVAE, optimizer, scheduler,
-                    g: torch.Generator) -> State:
-    payload = torch.load(path, map_location=settings.device, weights_only=True)
-    pair.load_state_dict(payload["networks"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["rng"]["torch"].cpu())
-    g.set_state(payload["rng"]["data"].cpu())
-    if payload["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
-    return State(payload["epoch"], payload["step"], payload["history"], payload["best"],
-                 payload["skipped"])
