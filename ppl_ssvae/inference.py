@@ -15,6 +15,7 @@ Models whose class weights are a continuous latent (``logistic-normal-prior``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyro
@@ -29,6 +30,7 @@ from pyro.infer import (
 )
 from torch import nn
 
+from ppl_ssvae.batch import Part
 from ppl_ssvae.iwae import ImportanceWeightedELBO
 from ppl_ssvae.nets import MLP
 from ppl_ssvae.relaxed import Concrete, ConcreteStraightThrough, LogisticNormalSimplex
@@ -56,11 +58,11 @@ class ExactY:
     def set_step(self, step: int) -> None:
         """Exact families have no schedule."""
 
-    def baseline_network(self, x_dim: int, hidden, activation: str) -> nn.Module | None:
+    def baseline_network(self, x_dim: int, hidden: Sequence[int], activation: str) -> nn.Module | None:
         """A network the guide should own for this family (a learned baseline), if any."""
         return None
 
-    def site_infer(self, part, baseline: nn.Module | None = None) -> dict:
+    def site_infer(self, part: Part, baseline: nn.Module | None = None) -> dict:
         """The ``infer`` dict of the guide's y site for one plate of data."""
         return self.infer
 
@@ -81,10 +83,10 @@ class SampledY(ExactY):
         super().__init__()
         self.baseline, self.beta = baseline, beta
 
-    def baseline_network(self, x_dim: int, hidden, activation: str) -> nn.Module | None:
+    def baseline_network(self, x_dim: int, hidden: Sequence[int], activation: str) -> nn.Module | None:
         return LearnedBaseline(x_dim, hidden, activation) if self.baseline == "learned" else None
 
-    def site_infer(self, part, baseline: nn.Module | None = None) -> dict:
+    def site_infer(self, part: Part, baseline: nn.Module | None = None) -> dict:
         if self.baseline == "none":
             return {}
         options = {"use_decaying_avg_baseline": True, "baseline_beta": self.beta}
@@ -122,7 +124,7 @@ class LearnedBaseline(nn.Module):
     downstream of y. Pyro's baseline loss sees the cost scaled by N/B; a gradient
     hook divides that scale back out, so b learns in nats per image."""
 
-    def __init__(self, x_dim: int, hidden, activation: str = "softplus"):
+    def __init__(self, x_dim: int, hidden: Sequence[int], activation: str = "softplus"):
         super().__init__()
         self.net = MLP([x_dim], hidden, 1, activation)
 
@@ -234,11 +236,12 @@ INFERENCES: dict[str, Inference] = {
                   "gradient backward (Trace_ELBO)", "st-gumbel", elbo_class=Trace_ELBO),
         Inference("logistic-normal", "y relaxed as softmax((logits + N(0, I)) / temperature) "
                   "(Trace_ELBO)", "logistic-normal", elbo_class=Trace_ELBO),
-        Inference("iwae", "importance-weighted bound over --particles samples per image; "
-                  "M2's y by Gumbel-Softmax", "gumbel", elbo_class=ImportanceWeightedELBO),
-        Inference("iwae-logistic-normal", "importance-weighted bound over --particles "
-                  "samples per image, y relaxed as in logistic-normal", "logistic-normal",
+        Inference("iwae", "importance-weighted bound, --particles samples per image; M2's y "
+                  "relaxed as in gumbel (ImportanceWeightedELBO)", "gumbel",
                   elbo_class=ImportanceWeightedELBO),
+        Inference("iwae-logistic-normal", "importance-weighted bound, --particles samples per "
+                  "image; y relaxed as in logistic-normal (ImportanceWeightedELBO)",
+                  "logistic-normal", elbo_class=ImportanceWeightedELBO),
         Inference("reparam", "every latent reparameterised, one sample (Trace_ELBO)",
                   "exact", elbo_class=Trace_ELBO),
         Inference("analytic-kl", "closed-form KL terms where they exist "

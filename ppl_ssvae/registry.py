@@ -25,6 +25,7 @@ class UnsupportedError(ValueError):
 
 
 Pair = tuple[nn.Module, nn.Module]
+Factory = Callable[[Settings, ExactY, int, int], nn.Module]  # (settings, y family, K, x_dim)
 
 
 @dataclass
@@ -32,29 +33,41 @@ class ModelSpec:
     name: str
     description: str
     inferences: tuple[str, ...]  # the first is the default
-    make_pair: Callable[[Settings, ExactY, int, int], Pair]  # (settings, y family, K, x_dim)
+    make_model: Factory | None
+    make_guide: Factory | None
     classifier_term: bool = True  # add Kingma et al.'s alpha * -log q(y|x) to the ELBO
+    # builds model and guide together, in place of the two, when they share a network
+    make_pair: Callable[[Settings, ExactY, int, int], Pair] | None = None
 
 
-def _m2(s: Settings, family: ExactY, k: int, d: int) -> Pair:
-    return (M2(k, s.z_dim, d, s.hidden, s.activation, family),
-            M2Guide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family))
+def _m2(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return M2(k, s.z_dim, d, s.hidden, s.activation, family)
 
 
-def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> Pair:
-    return (LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family),
-            LogisticNormalPriorGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
-                                     s.input_dropout, family))
+def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return M2Guide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
 
 
-def _dirichlet(s: Settings, family: ExactY, k: int, d: int) -> Pair:
-    return (DirichletPrior(k, s.z_dim, d, s.hidden, s.activation, s.dirichlet_concentration,
-                           family),
-            DirichletGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
-                           s.input_dropout, family))
+def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family)
 
 
-def _mlp(s: Settings, family: ExactY, k: int, d: int) -> Pair:
+def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return LogisticNormalPriorGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
+                                    s.input_dropout, family)
+
+
+def _dirichlet(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return DirichletPrior(k, s.z_dim, d, s.hidden, s.activation, s.dirichlet_concentration,
+                          family)
+
+
+def _dirichlet_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return DirichletGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout,
+                          family)
+
+
+def _mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
     network = MLP([d], s.hidden, k, s.activation, s.batch_norm, s.input_dropout)
     return Classifier(network), ClassifierGuide(network)  # one network, two views
 
@@ -67,14 +80,15 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
-                  M2_INFERENCES, _m2),
+                  M2_INFERENCES, _m2, _m2_guide),
         ModelSpec("logistic-normal-prior", "a ~ N(0, I_K), alpha = softmax(a), y ~ Cat(alpha), "
                   "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES,
-                  _logistic_normal_prior),
+                  _logistic_normal_prior, _logistic_normal_prior_guide),
         ModelSpec("dirichlet", "alpha ~ Dirichlet(--dirichlet-concentration), y ~ Cat(alpha), "
-                  "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES, _dirichlet),
+                  "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES,
+                  _dirichlet, _dirichlet_guide),
         ModelSpec("mlp", "the classifier alone, y ~ Cat(softmax(g(x))), on labelled data only",
-                  ("ml",), _mlp, classifier_term=False),
+                  ("ml",), None, None, classifier_term=False, make_pair=_mlp_pair),
     ]
 }
 
@@ -95,7 +109,11 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
     spec = check(settings.model, settings.inference)
     inference = INFERENCES[settings.inference]
     family = inference.y_family(settings)
-    model, guide = spec.make_pair(settings, family, num_classes, x_dim)
+    if spec.make_pair is not None:
+        model, guide = spec.make_pair(settings, family, num_classes, x_dim)
+    else:
+        model = spec.make_model(settings, family, num_classes, x_dim)
+        guide = spec.make_guide(settings, family, num_classes, x_dim)
     classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
     return SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
                  settings.classifier_ramp_steps)
