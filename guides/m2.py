@@ -35,6 +35,8 @@ class M2Guide(nn.Module):
         self.classifier = MLP([x_dim], hidden, num_classes, activation, batch_norm, input_dropout)
         self.encoder = GaussianHead([x_dim, num_classes], hidden, z_dim, activation=activation,
                                     batch_norm=batch_norm)
+        # a learned score-function baseline b(x), if the inference method uses one
+        self.baseline = self.y_family.baseline_network(x_dim, hidden, activation)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x)."""
@@ -51,6 +53,7 @@ class M2Guide(nn.Module):
                 y = part.y
                 if y is None:
                     q_y = self.y_family.posterior(self.classify(part.x))
-                    y = pyro.sample("y", q_y, infer=self.y_family.infer)
+                    infer = self.y_family.site_infer(part, self.baseline)
+                    y = pyro.sample("y", q_y, infer=infer)
                 loc, scale = self.encode_z(part.x, y)
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))

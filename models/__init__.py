@@ -1,5 +1,8 @@
 """Generative models p(x, y, z, ...): one file per model, each a plain Pyro callable."""
 
+from .dirichlet import DirichletPrior
+from .logistic_normal_prior import LogisticNormalPrior
 from .m2 import M2
+from .mlp import Classifier
 
-__all__ = ["M2"]
+__all__ = ["Classifier", "DirichletPrior", "LogisticNormalPrior", "M2"]

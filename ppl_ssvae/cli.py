@@ -76,12 +76,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     rows = table()
     width = max(len(name) for name, _, _ in rows)
+    inference_width = max(len(inferences) for _, inferences, _ in rows)
     for name, inferences, description in rows:
-        print(f"{name:<{width}}  {inferences:<60}  {description}")
+        print(f"{name:<{width}}  {inferences:<{inference_width}}  {description}")
     if args.verbose:
         print()
+        name_width = max(len(name) for name in INFERENCES)
         for inference in INFERENCES.values():
-            print(f"  {inference.name:<16} {inference.description}")
+            print(f"  {inference.name:<{name_width}}  {inference.description}")
     return 0
 
 

@@ -65,6 +65,9 @@ class Settings:
         default=0.0,
         metadata={"help": "temperature = max(min, t0 * exp(-decay * step)); 0 keeps it fixed"},
     )
+    dirichlet_concentration: float = field(
+        default=0.2, metadata={"help": "beta0 of the dirichlet model's prior alpha ~ Dirichlet(beta0)"}
+    )
     particles: int = field(
         default=1, metadata={"help": "samples per example for the ELBO (iwae: importance samples)"}
     )
@@ -134,7 +137,8 @@ def validate(settings: Settings) -> Settings:
         if isinstance(value, float) and not math.isfinite(value):
             raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
-                "temperature_min", "z_dim", "particles", "eval_batch_size")
+                "temperature_min", "z_dim", "particles", "eval_batch_size",
+                "dirichlet_concentration")
     for name in positive:
         value = getattr(settings, name)
         if not value > 0:

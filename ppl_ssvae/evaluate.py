@@ -40,14 +40,24 @@ def accuracy(pair: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 20
 
 
 def kl_per_dimension(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Mean over x of sum_y q(y|x) KL(q(z|x,y) || N(0, I)), one value per dimension of z."""
+    """Mean over x of sum_y q(y|x) KL(q(z|x,y) || N(0, I)), one value per dimension of z.
+
+    For a guide whose z reads continuous class weights (``continuous_y``), the KL of
+    q(z | x, alpha) at alpha = softmax(classify(x)), q(alpha | x)'s point estimate.
+    Empty for a pair without a z (the ``mlp`` classifier)."""
     guide = pair.guide
+    if not hasattr(guide, "encode_z"):
+        return torch.zeros(0)
     total = None
     with evaluation(pair):
         for chunk in x.split(batch_size):
             probs = pair.classify(chunk).softmax(-1)  # (B, K)
             k = probs.shape[-1]
-            ys = torch.eye(k, device=x.device).unsqueeze(1)  # (K, 1, K), enumerated
+            if getattr(guide, "continuous_y", False):
+                ys = probs.unsqueeze(0)  # (1, B, K)
+                probs = torch.ones_like(probs[:, :1])  # (B, 1): one component of weight 1
+            else:
+                ys = torch.eye(k, device=x.device).unsqueeze(1)  # (K, 1, K), enumerated
             loc, scale = guide.encode_z(chunk, ys)  # (K, B, D)
             kl = 0.5 * (loc**2 + scale**2 - 1.0) - scale.log()
             part = (probs.T.unsqueeze(-1) * kl).sum(0).sum(0)  # (D,)
@@ -59,6 +69,9 @@ def kl_per_dimension(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> to
 def exact_y(pair: SSVAE) -> Iterator[None]:
     """Swap the pair's y family for exact parallel enumeration, whatever it was
     trained with: the same model and guide, another inference method."""
+    if not hasattr(pair.guide, "y_family"):  # no y to infer (the mlp classifier)
+        yield
+        return
     saved = pair.model.y_family, pair.guide.y_family
     exact = ExactY({"enumerate": "parallel"})
     pair.model.y_family = pair.guide.y_family = exact

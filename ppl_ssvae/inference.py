@@ -5,25 +5,40 @@ Choosing an inference method never changes a model's generative story: it picks
 a *family* for the unobserved y (exact categorical, enumerated or sampled, or a
 continuous relaxation of it) that both the model and the guide ask for, and the
 ELBO class that turns the pair into a loss. An observed y is always scored under
-the exact categorical, whatever the family.
+the exact categorical, whatever the family: a one-hot y has no finite relaxed
+density.
+
+Models whose class weights are a continuous latent (``logistic-normal-prior``,
+``dirichlet``) have no discrete y to infer: their methods only pick the ELBO.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import (
     ELBO,
-    RenyiELBO,
     Trace_ELBO,
     TraceEnum_ELBO,
     TraceGraph_ELBO,
+    TraceMeanField_ELBO,
 )
+from torch import nn
+
+from ppl_ssvae.batch import Part
+from ppl_ssvae.iwae import ImportanceWeightedELBO
+from ppl_ssvae.nets import MLP
+from ppl_ssvae.relaxed import Concrete, ConcreteStraightThrough, LogisticNormalSimplex
 
 MAX_PLATE_NESTING = 1
+RELAXATIONS = ("gumbel", "st-gumbel", "logistic-normal")
+# where TraceGraph_ELBO keeps its running average of a site's downstream cost
+AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"
 
 
 class ExactY:
@@ -43,31 +58,120 @@ class ExactY:
     def set_step(self, step: int) -> None:
         """Exact families have no schedule."""
 
+    def baseline_network(self, x_dim: int, hidden: Sequence[int], activation: str) -> nn.Module | None:
+        """A network the guide should own for this family (a learned baseline), if any."""
+        return None
+
+    def site_infer(self, part: Part, baseline: nn.Module | None = None) -> dict:
+        """The ``infer`` dict of the guide's y site for one plate of data."""
+        return self.infer
+
+
+class SampledY(ExactY):
+    """One y drawn from q(y | x) per image; its gradient is the score function
+    (REINFORCE). ``baseline`` (read by ``TraceGraph_ELBO``) lowers its variance:
+
+    - ``"none"``: no baseline;
+    - ``"average"``: a running average of the cost downstream of y, kept by Pyro;
+    - ``"learned"``: that running average plus ``N/B * b(x)``, b a small network
+      trained by Pyro's baseline loss ``sum (cost - baseline)^2``.
+    """
+
+    def __init__(self, baseline: str = "none", beta: float = 0.9):
+        if baseline not in ("none", "average", "learned"):
+            raise ValueError(f"unknown baseline {baseline!r}")
+        super().__init__()
+        self.baseline, self.beta = baseline, beta
+
+    def baseline_network(self, x_dim: int, hidden: Sequence[int], activation: str) -> nn.Module | None:
+        return LearnedBaseline(x_dim, hidden, activation) if self.baseline == "learned" else None
+
+    def site_infer(self, part: Part, baseline: nn.Module | None = None) -> dict:
+        if self.baseline == "none":
+            return {}
+        options = {"use_decaying_avg_baseline": True, "baseline_beta": self.beta}
+        shape = _plate_shape()  # (B,), or (particles, B) with vectorised particles
+        _fit_running_average(f"{part.name}/y", shape)
+        if self.baseline == "learned":
+            options["baseline_value"] = baseline(part.x, part.size / len(part.x)).expand(shape)
+        return {"baseline": options}
+
+
+def _plate_shape() -> torch.Size:
+    """The batch shape the enclosing plates give a site (Pyro wants a baseline of
+    exactly the shape of the cost it corrects)."""
+    frames = [f for f in pyro.poutine.runtime.get_plates() if f.dim is not None]
+    shape = [1] * max((-f.dim for f in frames), default=0)
+    for frame in frames:
+        shape[frame.dim] = frame.size
+    return torch.Size(shape)
+
+
+def _fit_running_average(site: str, shape: torch.Size) -> None:
+    """Pyro keeps one running average per position in the batch; when the batch size
+    changes (the last, shorter batch of an epoch) start the new positions from the
+    mean of the old ones, instead of failing to broadcast."""
+    store = pyro.get_param_store()
+    name = AVERAGE_BASELINE_PARAM + site
+    if name in store:
+        average = store[name].detach()
+        if average.shape != shape:
+            store[name] = average.mean().expand(shape).clone()
+
+
+class LearnedBaseline(nn.Module):
+    """b(x), a per-image correction to the running-average baseline of the cost
+    downstream of y. Pyro's baseline loss sees the cost scaled by N/B; a gradient
+    hook divides that scale back out, so b learns in nats per image."""
+
+    def __init__(self, x_dim: int, hidden: Sequence[int], activation: str = "softplus"):
+        super().__init__()
+        self.net = MLP([x_dim], hidden, 1, activation)
+
+    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        b = self.net(x).squeeze(-1)
+        if b.requires_grad:
+            b.register_hook(lambda grad: grad / scale**2)
+        return scale * b
+
 
 class RelaxedY(ExactY):
-    """y is relaxed to the simplex: the Gumbel-Softmax (Concrete) distribution of
-    Jang et al. and Maddison et al., optionally straight-through (a hard one-hot in
-    the forward pass, the relaxed gradient in the backward pass). The temperature
-    follows ``max(minimum, initial * exp(-decay * step))``."""
+    """y is relaxed to the simplex, in model and guide alike, with a temperature
+    that follows ``max(minimum, initial * exp(-decay * step))``:
+
+    - ``"gumbel"``: Gumbel-Softmax (Concrete), softmax((logits + Gumbel noise) / tau);
+    - ``"st-gumbel"``: its straight-through version, a hard one-hot in the forward
+      pass and the relaxed gradient in the backward pass;
+    - ``"logistic-normal"``: softmax((logits + N(0, I) noise) / tau), with the
+      logistic-normal density of ``ppl_ssvae.relaxed.LogisticNormalSimplex``.
+
+    The model's prior for an unobserved y is the same relaxation of Cat(1/K).
+    """
 
     relaxed = True
 
     def __init__(self, temperature: float = 1.0, minimum: float | None = None,
-                 decay: float = 0.0, straight_through: bool = False):
+                 decay: float = 0.0, straight_through: bool = False,
+                 relaxation: str | None = None):
         super().__init__()
+        relaxation = relaxation or ("st-gumbel" if straight_through else "gumbel")
+        if relaxation not in RELAXATIONS:
+            raise ValueError(f"unknown relaxation {relaxation!r}: use one of {RELAXATIONS}")
+        self.relaxation = relaxation
+        self.straight_through = relaxation == "st-gumbel"
         self.initial = temperature
         self.minimum = temperature if minimum is None else min(minimum, temperature)
         self.decay = decay
         self.temperature = temperature
-        self.straight_through = straight_through
 
     def set_step(self, step: int) -> None:
         self.temperature = max(self.minimum, self.initial * math.exp(-self.decay * step))
 
     def _distribution(self, logits: torch.Tensor) -> dist.Distribution:
-        cls = (dist.RelaxedOneHotCategoricalStraightThrough if self.straight_through
-               else dist.RelaxedOneHotCategorical)
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
+        if self.relaxation == "logistic-normal":
+            return LogisticNormalSimplex(temperature, logits)
+        cls = ConcreteStraightThrough if self.straight_through else Concrete
         return cls(temperature, logits=logits)
 
     prior = posterior = _distribution
@@ -75,19 +179,31 @@ class RelaxedY(ExactY):
 
 @dataclass
 class Inference:
-    """One entry of ``ppl-ssvae list``: a name, what it does, how to build its parts."""
+    """One inference method of ``ppl-ssvae list``: a name, what it does, the family
+    of y it asks model and guide for, and its ELBO class.
+
+    ``family``: ``"exact"`` (y a categorical, enumerated if ``infer`` says so),
+    ``"sampled"`` (y sampled, score-function gradient, with ``baseline``), or one of
+    ``RELAXATIONS``.
+    """
 
     name: str
     description: str
-    family: str  # "exact-enum", "exact-sample", "relaxed"
+    family: str
     infer: dict = field(default_factory=dict)
-    straight_through: bool = False
+    baseline: str = "none"
     elbo_class: type = Trace_ELBO
 
+    @property
+    def straight_through(self) -> bool:
+        return self.family == "st-gumbel"
+
     def y_family(self, settings) -> ExactY:
-        if self.family == "relaxed":
+        if self.family in RELAXATIONS:
             return RelaxedY(settings.temperature, settings.temperature_min,
-                            settings.temperature_decay, self.straight_through)
+                            settings.temperature_decay, relaxation=self.family)
+        if self.family == "sampled":
+            return SampledY(self.baseline)
         return ExactY(self.infer)
 
     def elbo(self, settings) -> ELBO:
@@ -96,8 +212,6 @@ class Inference:
                       vectorize_particles=particles > 1)
         if self.elbo_class is TraceEnum_ELBO and self.infer.get("enumerate") == "sequential":
             kwargs["vectorize_particles"] = False  # sequential enumeration cannot vectorise
-        if self.elbo_class is RenyiELBO:
-            return RenyiELBO(alpha=0.0, **kwargs)
         return self.elbo_class(**kwargs)
 
 
@@ -105,22 +219,34 @@ INFERENCES: dict[str, Inference] = {
     inference.name: inference
     for inference in [
         Inference("enum", "exact sum over y, enumerated in parallel (TraceEnum_ELBO)",
-                  "exact-enum", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO),
+                  "exact", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO),
         Inference("enum-seq", "exact sum over y, one y value at a time (TraceEnum_ELBO)",
-                  "exact-enum", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO),
-        Inference("score", "one y sampled, score-function gradient (Trace_ELBO)",
-                  "exact-sample", elbo_class=Trace_ELBO),
+                  "exact", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO),
+        Inference("score", "one y sampled, score-function gradient, no baseline (Trace_ELBO)",
+                  "sampled", elbo_class=Trace_ELBO),
         Inference("tracegraph", "one y sampled, score function with a running-average "
-                  "baseline (TraceGraph_ELBO)", "exact-sample",
-                  {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}},
+                  "baseline (TraceGraph_ELBO)", "sampled", baseline="average",
                   elbo_class=TraceGraph_ELBO),
+        Inference("tracegraph-nn", "one y sampled, score function with a running average "
+                  "plus a learned baseline b(x) (TraceGraph_ELBO)", "sampled",
+                  baseline="learned", elbo_class=TraceGraph_ELBO),
         Inference("gumbel", "y relaxed by Gumbel-Softmax at a temperature (Trace_ELBO)",
-                  "relaxed", elbo_class=Trace_ELBO),
+                  "gumbel", elbo_class=Trace_ELBO),
         Inference("st-gumbel", "straight-through Gumbel-Softmax: hard y forward, relaxed "
-                  "gradient backward (Trace_ELBO)", "relaxed", straight_through=True,
+                  "gradient backward (Trace_ELBO)", "st-gumbel", elbo_class=Trace_ELBO),
+        Inference("logistic-normal", "y relaxed as softmax((logits + N(0, I)) / temperature) "
+                  "(Trace_ELBO)", "logistic-normal", elbo_class=Trace_ELBO),
+        Inference("iwae", "importance-weighted bound, --particles samples per image; M2's y "
+                  "relaxed as in gumbel (ImportanceWeightedELBO)", "gumbel",
+                  elbo_class=ImportanceWeightedELBO),
+        Inference("iwae-logistic-normal", "importance-weighted bound, --particles samples per "
+                  "image; y relaxed as in logistic-normal (ImportanceWeightedELBO)",
+                  "logistic-normal", elbo_class=ImportanceWeightedELBO),
+        Inference("reparam", "every latent reparameterised, one sample (Trace_ELBO)",
+                  "exact", elbo_class=Trace_ELBO),
+        Inference("analytic-kl", "closed-form KL terms where they exist "
+                  "(TraceMeanField_ELBO)", "exact", elbo_class=TraceMeanField_ELBO),
+        Inference("ml", "maximum likelihood: no latent variables (Trace_ELBO)", "exact",
                   elbo_class=Trace_ELBO),
-        Inference("iwae", "importance-weighted bound over --particles samples (RenyiELBO, "
-                  "alpha=0); needs every latent reparameterised", "relaxed",
-                  elbo_class=RenyiELBO),
     ]
 }

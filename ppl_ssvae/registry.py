@@ -2,7 +2,7 @@
 
 ``build(settings)`` maps ``--model`` and ``--inference`` to a ``SSVAE``: the
 model, the guide and the ELBO estimator. A model is added by writing its file in
-``models/``, its guide in ``guides/``, and one ``ModelSpec`` line below.
+``models/``, its guide in ``guides/``, and one ``ModelSpec`` below.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from ppl_ssvae.config import Settings
-from ppl_ssvae.guides import M2Guide
+from ppl_ssvae.guides import ClassifierGuide, DirichletGuide, LogisticNormalPriorGuide, M2Guide
 from ppl_ssvae.inference import INFERENCES, ExactY
-from ppl_ssvae.models import M2
+from ppl_ssvae.models import M2, Classifier, DirichletPrior, LogisticNormalPrior
+from ppl_ssvae.nets import MLP
 from ppl_ssvae.objective import SSVAE
 
 
@@ -23,13 +24,20 @@ class UnsupportedError(ValueError):
     """An unknown model or inference, or a combination a model does not accept."""
 
 
+Pair = tuple[nn.Module, nn.Module]
+Factory = Callable[[Settings, ExactY, int, int], nn.Module]  # (settings, y family, K, x_dim)
+
+
 @dataclass
 class ModelSpec:
     name: str
     description: str
     inferences: tuple[str, ...]  # the first is the default
-    make_model: Callable[[Settings, ExactY, int, int], nn.Module]
-    make_guide: Callable[[Settings, ExactY, int, int], nn.Module]
+    make_model: Factory | None
+    make_guide: Factory | None
+    classifier_term: bool = True  # add Kingma et al.'s alpha * -log q(y|x) to the ELBO
+    # builds model and guide together, in place of the two, when they share a network
+    make_pair: Callable[[Settings, ExactY, int, int], Pair] | None = None
 
 
 def _m2(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -40,12 +48,47 @@ def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return M2Guide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
 
 
+def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family)
+
+
+def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return LogisticNormalPriorGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
+                                    s.input_dropout, family)
+
+
+def _dirichlet(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return DirichletPrior(k, s.z_dim, d, s.hidden, s.activation, s.dirichlet_concentration,
+                          family)
+
+
+def _dirichlet_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return DirichletGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout,
+                          family)
+
+
+def _mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
+    network = MLP([d], s.hidden, k, s.activation, s.batch_norm, s.input_dropout)
+    return Classifier(network), ClassifierGuide(network)  # one network, two views
+
+
+M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gumbel",
+                 "st-gumbel", "logistic-normal", "iwae", "iwae-logistic-normal")
+CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
-                  ("enum", "enum-seq", "score", "tracegraph", "gumbel", "st-gumbel", "iwae"),
-                  _m2, _m2_guide),
+                  M2_INFERENCES, _m2, _m2_guide),
+        ModelSpec("logistic-normal-prior", "a ~ N(0, I_K), alpha = softmax(a), y ~ Cat(alpha), "
+                  "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES,
+                  _logistic_normal_prior, _logistic_normal_prior_guide),
+        ModelSpec("dirichlet", "alpha ~ Dirichlet(--dirichlet-concentration), y ~ Cat(alpha), "
+                  "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES,
+                  _dirichlet, _dirichlet_guide),
+        ModelSpec("mlp", "the classifier alone, y ~ Cat(softmax(g(x))), on labelled data only",
+                  ("ml",), None, None, classifier_term=False, make_pair=_mlp_pair),
     ]
 }
 
@@ -58,7 +101,7 @@ def check(model: str, inference: str) -> ModelSpec:
     spec = MODELS[model]
     if inference not in spec.inferences:
         raise UnsupportedError(f"model {model!r} does not take --inference {inference!r}: "
-                               f"it takes {', '.join(spec.inferences)}")
+                               f"it takes {', '.join(spec.inferences)} (ppl-ssvae list)")
     return spec
 
 
@@ -66,9 +109,13 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
     spec = check(settings.model, settings.inference)
     inference = INFERENCES[settings.inference]
     family = inference.y_family(settings)
-    model = spec.make_model(settings, family, num_classes, x_dim)
-    guide = spec.make_guide(settings, family, num_classes, x_dim)
-    return SSVAE(model, guide, inference.elbo(settings), family, settings.classifier_weight,
+    if spec.make_pair is not None:
+        model, guide = spec.make_pair(settings, family, num_classes, x_dim)
+    else:
+        model = spec.make_model(settings, family, num_classes, x_dim)
+        guide = spec.make_guide(settings, family, num_classes, x_dim)
+    classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
+    return SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
                  settings.classifier_ramp_steps)
 
 

@@ -303,6 +303,8 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         return
     name = f"{settings.model} / {settings.inference}, {settings.labels} labels"
     plots.learning_curves(state.history, out / "learning_curves.png", name)
+    if not hasattr(pair.model, "decode"):  # no z, nothing to sample (the mlp classifier)
+        return
     plots.kl_heatmap(state.history, out / "kl_per_dim.png",
                      f"KL(q(z|x) || p(z)) per dimension: {name}")
     k = data.num_classes

@@ -9,6 +9,10 @@ import torch
 from ppl_ssvae import Batch, Settings, build, one_hot
 from ppl_ssvae.data import Dataset, synthetic
 
+# The tests' tensors are tiny: a second intra-op thread only adds synchronisation,
+# which on a busy two-core machine made some tests twenty times slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def fresh_rng():

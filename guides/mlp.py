@@ -1,0 +1,25 @@
+"""The guide of the supervised classifier: the model has no latent variables, so
+the variational family is empty (q is a point mass on nothing) and the ELBO is
+the log-likelihood. The guide still holds the classifier g_theta, shared with
+the model, so that ``classify`` works as for every other pair."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+
+
+class ClassifierGuide(nn.Module):
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of p(y | x)."""
+        return self.network(x)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("guide", self)  # nothing to sample

@@ -1,0 +1,66 @@
+"""A Dirichlet prior over each image's class weights (the original's "LogGamma"
+model: alpha = softmax(U) with U_k ~ LogGamma(beta0) is alpha ~ Dirichlet(beta0)).
+
+Generative process, for every image n (labelled or not)::
+
+    alpha_n ~ Dirichlet(beta0, ..., beta0)                class weights; beta0 < 1
+                                                          favours the corners
+    y_n     ~ Cat(alpha_n)                                class, one-hot
+    z_n     ~ N(0, I_D)                                   style
+    x_n     ~ Bernoulli(sigmoid(f_theta(z_n, alpha_n)))   pixels, independent given (alpha, z)
+
+beta0 is ``--dirichlet-concentration`` (0.2 in the original). As in the
+logistic-normal model, y is a leaf: observed it contributes log alpha_{n, y_n},
+unobserved it sums out to 1, so ``story`` samples it only when it is given.
+Unlike the original, alpha's guide is sampled with a reparameterised gradient,
+in log space so that alpha's small components do not underflow
+(``ppl_ssvae.relaxed.LogSpaceDirichlet``); the prior scores it in log space too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.contrib.autoname import scope
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.inference import ExactY
+from ppl_ssvae.nets import MLP
+from ppl_ssvae.relaxed import LogSpaceDirichlet, log_of
+
+
+class DirichletPrior(nn.Module):
+    def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
+                 hidden: Sequence[int] = (500,), activation: str = "softplus",
+                 concentration: float = 0.2, y_family: ExactY | None = None):
+        super().__init__()
+        self.num_classes, self.z_dim, self.x_dim = num_classes, z_dim, x_dim
+        self.y_family = y_family or ExactY()  # nothing discrete to infer: unused
+        self.decoder = MLP([z_dim, num_classes], hidden, x_dim, activation)
+        self.register_buffer("concentration", torch.full((num_classes,), float(concentration)))
+        self.register_buffer("z_loc", torch.zeros(z_dim))
+        self.register_buffer("z_scale", torch.ones(z_dim))
+
+    def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The generative process for a plate of images; ``y=None``: y unobserved."""
+        alpha = pyro.sample("alpha", LogSpaceDirichlet(self.concentration))
+        if y is not None:  # an unobserved leaf sums to 1: nothing to sample
+            # log alpha as the sampler computed it: alpha_y may underflow to 0
+            pyro.sample("y", dist.OneHotCategorical(logits=log_of(alpha)), obs=y)
+        z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
+        pixels = dist.Bernoulli(logits=self.decoder(z, alpha), validate_args=False)
+        pyro.sample("x", pixels.to_event(1), obs=x)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("model", self)
+        for part in batch.parts():
+            with part.plate(), scope(prefix=part.name):
+                self.story(part.x, part.y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities of p(x | alpha, z); a one-hot y is a corner of the simplex."""
+        return torch.sigmoid(self.decoder(z, y))

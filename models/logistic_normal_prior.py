@@ -1,0 +1,64 @@
+"""A logistic-normal prior over each image's class weights (the original's
+"LogisticNormal" model).
+
+Generative process, for every image n (labelled or not)::
+
+    a_n     ~ N(0, I_K)                                   class scores
+    alpha_n = softmax(a_n)                                class weights, on the simplex
+    y_n     ~ Cat(alpha_n)                                class, one-hot
+    z_n     ~ N(0, I_D)                                   style
+    x_n     ~ Bernoulli(sigmoid(f_theta(z_n, alpha_n)))   pixels, independent given (alpha, z)
+
+The decoder reads the continuous alpha, not y, so y is a leaf of the graph: where
+it is unobserved, sum_y p(y | alpha) = 1 and it drops out of the likelihood
+exactly; where it is observed it contributes log alpha_{n, y_n}. So ``story``
+samples y only when it is given, and the latent a is reparameterised for
+labelled and unlabelled images alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.contrib.autoname import scope
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.inference import ExactY
+from ppl_ssvae.nets import MLP
+
+
+class LogisticNormalPrior(nn.Module):
+    def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
+                 hidden: Sequence[int] = (500,), activation: str = "softplus",
+                 y_family: ExactY | None = None):
+        super().__init__()
+        self.num_classes, self.z_dim, self.x_dim = num_classes, z_dim, x_dim
+        self.y_family = y_family or ExactY()  # nothing discrete to infer: unused
+        self.decoder = MLP([z_dim, num_classes], hidden, x_dim, activation)
+        self.register_buffer("a_loc", torch.zeros(num_classes))
+        self.register_buffer("a_scale", torch.ones(num_classes))
+        self.register_buffer("z_loc", torch.zeros(z_dim))
+        self.register_buffer("z_scale", torch.ones(z_dim))
+
+    def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The generative process for a plate of images; ``y=None``: y unobserved."""
+        a = pyro.sample("a", dist.Normal(self.a_loc, self.a_scale).to_event(1))
+        if y is not None:  # an unobserved leaf sums to 1: nothing to sample
+            pyro.sample("y", dist.OneHotCategorical(logits=a), obs=y)
+        z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
+        pixels = dist.Bernoulli(logits=self.decoder(z, a.softmax(-1)), validate_args=False)
+        pyro.sample("x", pixels.to_event(1), obs=x)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("model", self)
+        for part in batch.parts():
+            with part.plate(), scope(prefix=part.name):
+                self.story(part.x, part.y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities of p(x | alpha, z); a one-hot y is a corner of the simplex."""
+        return torch.sigmoid(self.decoder(z, y))

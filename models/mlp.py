@@ -1,0 +1,37 @@
+"""The supervised baseline: a classifier trained on the labelled images alone.
+
+A discriminative model, with no latent variables, for every labelled image n::
+
+    y_n ~ Cat(softmax(g_theta(x_n)))
+
+Unlabelled images carry no information about theta here, so they are not used.
+With nothing latent the guide is empty, and the ELBO is the log-likelihood
+sum_n log p(y_n | x_n): SVI on this pair is maximum likelihood.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.contrib.autoname import scope
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+
+
+class Classifier(nn.Module):
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network  # shared with the guide, whose classify() reads it
+
+    def story(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        pyro.sample("y", dist.OneHotCategorical(logits=self.network(x)), obs=y)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("model", self)
+        for part in batch.parts():
+            if part.y is None:
+                continue
+            with part.plate(), scope(prefix=part.name):
+                self.story(part.x, part.y)

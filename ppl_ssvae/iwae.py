@@ -1,0 +1,94 @@
+"""The importance-weighted bound of Burda, Grosse and Salakhutdinov (2016), one
+per data point, for models whose latents all sit in data plates::
+
+    L = sum_plates (N / B) sum_{n in batch} log (1/S) sum_{s=1}^{S} w_ns,
+    w_ns = p(x_n, h_ns) / q(h_ns | x_n),   h_ns ~ q(h | x_n),
+
+h_n being every latent of example n (y or alpha, and z). S = 1 gives the ELBO;
+the bound tightens towards log p(x) as S grows. Every guide site must be
+reparameterised: the gradient is that of L itself.
+
+Why not Pyro's ``RenyiELBO(alpha=0)``, which computes the same bound: it keeps
+per-example weights only for plates that every site shares, so with two plates
+(unlabelled and labelled) it sums each particle's log-weight over the whole
+batch and averages the weights of whole batches; and it takes the log-mean-exp
+of log-weights already multiplied by the plate's subsampling scale N / B. Here
+the weights are per example and the scale multiplies the bound. For one plate
+without subsampling the two agree (``tests/test_inference.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.util import is_validation_enabled
+from pyro.util import check_if_enumerated
+
+PARTICLE_PLATE = "num_particles_vectorized"  # the plate Pyro's ELBO adds for particles
+
+
+class ImportanceWeightedELBO(ELBO):
+    """IWAE bound with ``num_particles`` importance samples per data point."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = get_importance_trace(
+            "flat", self.max_plate_nesting, model, guide, args, kwargs)
+        if is_validation_enabled():
+            check_if_enumerated(guide_trace)
+        return model_trace, guide_trace
+
+    def _log_weights(self, model_trace, guide_trace) -> dict[str, tuple[torch.Tensor, float]]:
+        """plate name -> (log w of each example, with the particles in front if
+        vectorised; the plate's scale N / B)."""
+        weights: dict[str, list] = {}
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if sign < 0 and not site["fn"].has_rsample:
+                    raise NotImplementedError(
+                        f"iwae needs every latent reparameterised; guide site {name!r} is not "
+                        "(use a relaxed or reparameterised inference method)")
+                plates = [f for f in site["cond_indep_stack"]
+                          if f.vectorized and f.name != PARTICLE_PLATE]
+                if len(plates) != 1:
+                    raise ValueError(f"iwae weighs each data point separately: site {name!r} "
+                                     "must sit in exactly one data plate")
+                log_p = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+                entry = weights.setdefault(plates[0].name, [0.0, float(site["scale"])])
+                if not math.isclose(entry[1], float(site["scale"])):
+                    raise ValueError(f"iwae: the sites of plate {plates[0].name!r} are scaled "
+                                     "differently, so their weights have no common scale")
+                entry[0] = entry[0] + sign * log_p
+        return {plate: (log_w, scale) for plate, (log_w, scale) in weights.items()}
+
+    def _bound(self, model, guide, args, kwargs) -> torch.Tensor:
+        particles = [self._log_weights(m, g) for m, g in self._get_traces(model, guide, args, kwargs)]
+        vectorised = self.vectorize_particles and self.num_particles > 1
+        bound = torch.zeros(())
+        for plate in particles[0]:
+            scale = particles[0][plate][1]
+            if vectorised:
+                log_w = particles[0][plate][0]  # (S, B), the particle plate in front
+            else:
+                log_w = torch.stack([p[plate][0] for p in particles])  # (S, B)
+            per_example = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+            bound = bound.to(per_example) + scale * per_example.sum()
+        return bound
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        return -self._bound(model, guide, args, kwargs)
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return float(-self._bound(model, guide, args, kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = -self._bound(model, guide, args, kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        return float(loss.detach())
