@@ -17,6 +17,9 @@ after round, so a load that comes and goes on a shared machine hits them alike:
 
 The networks are fixed whatever the training defaults become: one hidden layer of
 500 softplus units in every network, z of 50 dimensions, no batch norm or dropout.
+Torch runs on one thread unless ``--threads`` says otherwise: on a 2-core machine
+shared with other jobs, two threads per process oversubscribe the cores and the
+timings vary several-fold, while one thread measures the work a step does.
 """
 
 from __future__ import annotations
@@ -240,8 +243,11 @@ def memory_row(plan: Plan) -> dict:
         if plan.data_dir:
             cmd += ["--data-dir", plan.data_dir]
         result = {"section": "memory", "model": "m2", "inference": "enum", "classes": 10,
-                  "step_ms": None, "examples_per_s": None, "command": " ".join(cmd[1:])}
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                  "step_ms": None, "examples_per_s": None,
+                  "command": " ".join(["ppl-ssvae", *cmd[3:-1], "TMPDIR"])}
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as --threads says
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env)
         stderr = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -371,8 +377,7 @@ def main(args) -> int:
                                 f"got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SettingsError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     changes = {k: getattr(args, k) for k in ("repeats", "warmup") if getattr(args, k) is not None}
     changes.update(device=args.device, data_dir=args.data_dir)
     if args.no_memory:

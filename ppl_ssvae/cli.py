@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "default inference, K in 10 and 30, 2 repeats, no memory run")
     bench.add_argument("--repeats", type=int, help="timed steps per configuration (default 20)")
     bench.add_argument("--warmup", type=int, help="untimed steps first (default 5)")
-    bench.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 "
-                       "gives steadier numbers on a machine shared with other jobs")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads, also for the memory "
+                       "run (default 1: on a small machine shared with other jobs, more threads "
+                       "than free cores make timings vary several-fold)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--no-memory", action="store_true", help="skip the MNIST epoch run")
     bench.add_argument("--data-dir", help="where MNIST is, for the memory run")
