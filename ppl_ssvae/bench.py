@@ -266,8 +266,8 @@ def memory_row(plan: Plan) -> dict:
 
 # --------------------------------------------------------------------------- reporting
 
-def targets(rows: list[dict]) -> list[tuple[str, float | None, str, bool]]:
-    """The targets of the benchmark issue: (what, measured, goal, met)."""
+def targets(rows: list[dict]) -> list[tuple[str, float | None, str, bool | None]]:
+    """The targets of the benchmark issue: (what, measured, goal, met or None if not measured)."""
     def ms(section, model, inference, k=10):
         return next((r["step_ms"] for r in rows if r["section"] == section and r["model"] == model
                      and r["inference"] == inference and r["classes"] == k), None)
@@ -284,7 +284,7 @@ def targets(rows: list[dict]) -> list[tuple[str, float | None, str, bool]]:
     out = []
     for name, value, goal in checks:
         bound = float(goal.split()[1])
-        met = value is not None and (value <= bound if goal.startswith("<") else value >= bound)
+        met = None if value is None else (value <= bound if goal.startswith("<") else value >= bound)
         out.append((name, value, goal, met))
     return out
 
@@ -330,7 +330,8 @@ def format_report(rows: list[dict]) -> str:
                              f"epoch's steps, {r['examples_per_s']:,.0f} examples/s.")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
     for name, value, goal, met in targets(rows):
-        lines.append(f"| {name} | {_num(value, 2)} | {goal} | {'yes' if met else 'no'} |")
+        verdict = "not measured" if met is None else ("yes" if met else "no")
+        lines.append(f"| {name} | {_num(value, 2)} | {goal} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
