@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     bench.add_argument("--quick", action="store_true", help="a reduced set in seconds: each model's "
                        "default inference, K in 10 and 30, 2 repeats, no memory run")
-    bench.add_argument("--repeats", type=int, help="timed steps per configuration (default 20)")
+    bench.add_argument("--repeats", type=int, help="timed steps per configuration (default 30)")
     bench.add_argument("--warmup", type=int, help="untimed steps first (default 5)")
     bench.add_argument("--threads", type=int, default=1, help="torch threads, also for the memory "
                        "run (default 1: on a small machine shared with other jobs, more threads "
