@@ -2,7 +2,8 @@
 
 Everything is measured in one process; each number is the median of repeats after
 warm-up steps, and the configurations of a table take their steps in turn, round
-after round, so a load that comes and goes on a shared machine hits them alike:
+after round (in a shuffled order), so a load that comes and goes on a shared
+machine hits them alike:
 
 1. ``step``: one training step (100 unlabelled + 100 labelled images indexed out of
    tensors in memory and binarised, the loss, its gradients, one Adam update) for
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -145,7 +147,8 @@ def _sync(device: str) -> None:
 
 
 def run_interleaved(cases: list[Case], plan: Plan, log: Callable[[str], None]) -> None:
-    """Warm every case up, then time them round by round until each has its repeats."""
+    """Warm every case up, then time them round by round, in a shuffled order, until
+    each has its repeats."""
     live = [c for c in cases if c.step is not None]
     for case in live:
         try:
@@ -161,8 +164,9 @@ def run_interleaved(cases: list[Case], plan: Plan, log: Callable[[str], None]) -
         affordable = int(plan.seconds_per_case / max(per_step, 1e-9))
         case.repeats = max(min(3, plan.repeats), min(plan.repeats, affordable))
     live = [c for c in live if c.step is not None]
-    i = plan.warmup
+    i, shuffle = plan.warmup, random.Random(0).shuffle
     while any(len(c.wall) < c.repeats for c in live):
+        shuffle(live)  # a new order each round: no case always runs after the same neighbour
         for case in live:
             if len(case.wall) >= case.repeats:
                 continue
