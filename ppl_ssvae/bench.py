@@ -57,6 +57,8 @@ TRAIN_SIZE = 2000  # synthetic images to draw batches from; the step does not de
 
 @dataclass
 class Plan:
+    """What to measure and how often."""
+
     warmup: int = 5
     repeats: int = 30
     seconds_per_case: float = 20.0  # fewer repeats for a case whose steps take longer
@@ -251,12 +253,13 @@ def memory_row(plan: Plan) -> dict:
         cmd = [sys.executable, "-m", "ppl_ssvae", "train", "--model", "m2", "--inference", "enum",
                "--epochs", "1", "--hidden", "500", "--activation", "softplus", "--z-dim", "50",
                "--no-batch-norm", "--input-dropout", "0", "--seed", "0", "--no-progress",
-               "--device", plan.device, "--out", out]
+               "--device", plan.device]
         if plan.data_dir:
             cmd += ["--data-dir", plan.data_dir]
         result = {"section": "memory", "model": "m2", "inference": "enum", "classes": 10,
                   "step_ms": None, "examples_per_s": None,
-                  "command": " ".join(["ppl-ssvae", *cmd[3:-1], "TMPDIR"])}
+                  "command": " ".join(["ppl-ssvae", *cmd[3:], "--out", "TMPDIR"])}
+        cmd += ["--out", out]
         env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as --threads says
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=env)
