@@ -23,6 +23,7 @@ from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
+from ppl_ssvae.distributions import BernoulliImage
 from ppl_ssvae.inference import ExactY
 from ppl_ssvae.nets import MLP
 
@@ -45,9 +46,7 @@ class M2(nn.Module):
             dist.OneHotCategorical(logits=self.y_logits)
         y = pyro.sample("y", y_prior, obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        # validate_args=False: non-binarised pixels in [0, 1] are scored by the same formula
-        pixels = dist.Bernoulli(logits=self.decoder(z, y), validate_args=False).to_event(1)
-        pyro.sample("x", pixels, obs=x)
+        pyro.sample("x", BernoulliImage(self.decoder(z, y)), obs=x)
 
     def forward(self, batch: Batch) -> None:
         pyro.module("model", self)

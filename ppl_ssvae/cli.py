@@ -87,6 +87,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ppl_ssvae import bench
+
+    return bench.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppl-ssvae",
@@ -103,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--verbose", "-v", action="store_true",
                          help="also describe each inference method")
     listing.set_defaults(run=cmd_list)
+
+    bench = commands.add_parser("bench", help="time one training step of every model x inference, "
+                                "against plain PyTorch and as the number of classes grows")
+    bench.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    bench.add_argument("--quick", action="store_true", help="a reduced set in seconds: each model's "
+                       "default inference, K in 10 and 30, 2 repeats, no memory run")
+    bench.add_argument("--repeats", type=int, help="timed steps per configuration (default 30)")
+    bench.add_argument("--warmup", type=int, help="untimed steps first (default 5)")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads, also for the memory "
+                       "run (default 1: on a small machine shared with other jobs, more threads "
+                       "than free cores make timings vary several-fold)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument("--no-memory", action="store_true", help="skip the MNIST epoch run")
+    bench.add_argument("--data-dir", help="where MNIST is, for the memory run")
+    bench.add_argument("--out", help="where to write bench.json, bench.md and scaling_in_k.png "
+                       "(default experiments/results/bench; nowhere for --quick)")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

@@ -11,6 +11,7 @@ unlabelled set (Kingma et al. use classifier_weight = 0.1).
 
 from __future__ import annotations
 
+import pyro
 import torch
 from pyro.infer import ELBO
 from torch import nn
@@ -21,7 +22,15 @@ from ppl_ssvae.inference import ExactY
 
 
 class SSVAE(nn.Module):
-    """A model, its guide, the ELBO estimator, and the classifier term."""
+    """A model, its guide, the ELBO estimator, and the classifier term.
+
+    Pyro's validation (argument and support checks on every distribution, the
+    model/guide match) is off inside ``loss_and_grads`` and ``loss``: the pairs
+    are checked by the tests, and the checks cost ~10% of a relaxed step on a CPU.
+    Set ``validate = True`` to have them while debugging a new model.
+    """
+
+    validate = False
 
     def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, y_family: ExactY,
                  classifier_weight: float = 0.1, classifier_ramp_steps: int = 0):
@@ -55,7 +64,8 @@ class SSVAE(nn.Module):
         """One step's loss, its gradients accumulated in ``.grad``; the returned terms
         are per image (divided by the number of images the batch stands for)."""
         self.y_family.set_step(step)
-        negative_elbo = self.elbo.loss_and_grads(self.model, self.guide, batch)
+        with pyro.validation_enabled(self.validate):
+            negative_elbo = self.elbo.loss_and_grads(self.model, self.guide, batch)
         classifier = self.classifier_loss(batch, step)
         if classifier.requires_grad:
             classifier.backward()
@@ -67,7 +77,7 @@ class SSVAE(nn.Module):
     def loss(self, batch: Batch, step: int = 0) -> float:
         """The objective per image, without gradients."""
         self.y_family.set_step(step)
-        with torch.no_grad():
+        with torch.no_grad(), pyro.validation_enabled(self.validate):
             negative_elbo = self.elbo.loss(self.model, self.guide, batch)
             return (negative_elbo + float(self.classifier_loss(batch, step))) / batch.size
 

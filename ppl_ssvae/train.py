@@ -59,6 +59,16 @@ def seed_everything(seed: int) -> None:
     pyro.set_rng_seed(seed)  # torch, numpy and random
 
 
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel where torch has that for the device (CPU since
+    torch 2.4): ~5x cheaper per step than the per-tensor loop, the same update."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # older torch, or a device without a fused kernel
+        return torch.optim.Adam(parameters, lr=lr)
+
+
 def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Settings,
                order: torch.Tensor, i: int, g: torch.Generator) -> Batch:
     """The i-th step's batch: a slice of this epoch's permutation of the unlabelled
@@ -92,7 +102,7 @@ def train(settings: Settings) -> dict:
                                         settings.seed)
     x_dim = data.train.x.shape[1]
     pair = build(settings, data.num_classes, x_dim).to(device)
-    optimizer = torch.optim.Adam(pair.parameters(), lr=settings.lr)
+    optimizer = adam(pair.parameters(), settings.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
     g = torch.Generator().manual_seed(settings.seed)  # data order and labelled draws
     state = State()

@@ -1,0 +1,420 @@
+"""``ppl-ssvae bench``: how long one training step takes, against plain PyTorch and as K grows.
+
+Everything is measured in one process; each number is the median of repeats after
+warm-up steps, and the configurations of a table take their steps in turn, round
+after round (in a shuffled order), so a load that comes and goes on a shared
+machine hits them alike:
+
+1. ``step``: one training step (100 unlabelled + 100 labelled images indexed out of
+   tensors in memory and binarised, the loss, its gradients, one Adam update) for
+   every model x inference pair in ``registry.MODELS``, K = 10;
+2. ``plain-torch-m2``: the same exact-M2 step without Pyro, ``reference.m2_negative_elbo``
+   (the closed-form sum over y) plus the classifier term on the same networks, one
+   ``backward()``, the same Adam; each step row gives its ratio to it;
+3. ``scaling``: the step for K in {10, 30, 100, 300} classes (synthetic data of MNIST's
+   shape) for enum, gumbel, st-gumbel and score; a table and a log-log figure. Its
+   K = 10 row repeats the step table's rows, the same configurations;
+4. ``memory``: the peak resident set size of ``ppl-ssvae train --epochs 1`` on MNIST,
+   run as a child process (skipped by ``--quick``).
+
+The networks are fixed whatever the training defaults become: one hidden layer of
+500 softplus units in every network, z of 50 dimensions, no batch norm or dropout.
+Torch runs on one thread unless ``--threads`` says otherwise: on a 2-core machine
+shared with other jobs, two threads per process oversubscribe the cores and the
+timings vary several-fold, while one thread measures the work a step does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from ppl_ssvae import data as data_lib
+from ppl_ssvae.config import Settings
+from ppl_ssvae.registry import MODELS, build
+from ppl_ssvae.train import adam, draw_batch
+
+PLAIN = "plain-torch-m2"
+NETWORKS = dict(hidden=(500,), activation="softplus", z_dim=50, batch_norm=False, input_dropout=0.0)
+SCALING_K = (10, 30, 100, 300)
+SCALING_INFERENCES = ("enum", "gumbel", "st-gumbel", "score")
+DEFAULT_OUT = "experiments/results/bench"
+TRAIN_SIZE = 2000  # synthetic images to draw batches from; the step does not depend on it
+
+
+@dataclass
+class Plan:
+    """What to measure and how often."""
+
+    warmup: int = 5
+    repeats: int = 30
+    seconds_per_case: float = 20.0  # fewer repeats for a case whose steps take longer
+    scaling_k: tuple[int, ...] = SCALING_K
+    quick: bool = False
+    device: str = "cpu"
+    memory: bool = True
+    data_dir: str | None = None
+
+    @classmethod
+    def quick_plan(cls, **changes) -> Plan:
+        return cls(**{**dict(warmup=1, repeats=2, seconds_per_case=2.0, scaling_k=(10, 30),
+                             quick=True, memory=False), **changes})
+
+
+@dataclass
+class Case:
+    """One configuration: a step function and the times it took."""
+
+    section: str
+    model: str
+    inference: str
+    classes: int
+    step: Callable[[int], None] | None
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    repeats: int = 0
+    error: str | None = None
+
+
+def bench_settings(model: str, inference: str, device: str = "cpu") -> Settings:
+    return Settings(model=model, inference=inference, dataset="synthetic", progress=False,
+                    device=device, **NETWORKS)
+
+
+def bench_data(num_classes: int, device: str) -> tuple[data_lib.Dataset, torch.Tensor]:
+    """MNIST-shaped synthetic images with ``num_classes`` classes, and the indices of
+    a labelled subset (every other image) to draw labelled batches from."""
+    data = data_lib.synthetic(TRAIN_SIZE, 10, 10, num_classes=num_classes, seed=0).to(device)
+    return data, torch.arange(0, TRAIN_SIZE, 2)
+
+
+def plain_m2_loss(pair, batch, step: int = 0) -> torch.Tensor:
+    """M2's objective without Pyro: the hand-written closed-form ELBO plus the classifier term."""
+    from ppl_ssvae.reference import m2_negative_elbo
+
+    return m2_negative_elbo(pair.model, pair.guide, batch) + pair.classifier_loss(batch, step)
+
+
+def _batches(data, labelled, settings):
+    """``batch(i)``: the i-th training batch, as the training loop draws it."""
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data.train), generator=g)
+    per_epoch = len(data.train) // settings.batch_size
+    return lambda i: draw_batch(data, labelled, settings, order, i % per_epoch, g)
+
+
+def make_case(section: str, model: str, inference: str, data, labelled, device: str) -> Case:
+    """A training step of ``model`` with ``inference`` (or of the plain-PyTorch M2)."""
+    plain = model == PLAIN
+    settings = bench_settings("m2" if plain else model, "enum" if plain else inference, device)
+    case = Case(section, model, "exact" if plain else inference, data.num_classes, None)
+    try:
+        pair = build(settings, data.num_classes, data.train.x.shape[1]).to(device)
+    except Exception as e:  # a model another branch registers may not build yet
+        case.error = f"{type(e).__name__}: {e}"
+        return case
+    optimizer = adam(pair.parameters(), settings.lr)
+    batch = _batches(data, labelled, settings)
+
+    def pyro_step(i: int) -> None:
+        pair.loss_and_grads(batch(i), i)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def plain_step(i: int) -> None:
+        plain_m2_loss(pair, batch(i), i).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    case.step = plain_step if plain else pyro_step
+    return case
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_interleaved(cases: list[Case], plan: Plan, log: Callable[[str], None]) -> None:
+    """Warm every case up, then time them round by round, in a shuffled order, until
+    each has its repeats."""
+    live = [c for c in cases if c.step is not None]
+    for case in live:
+        try:
+            started = time.perf_counter()
+            for i in range(plan.warmup):
+                case.step(i)
+            _sync(plan.device)
+            per_step = (time.perf_counter() - started) / max(1, plan.warmup)
+        except Exception as e:
+            case.error, case.step = f"{type(e).__name__}: {e}", None
+            log(f"  {case.model}/{case.inference} K={case.classes}: failed: {case.error}")
+            continue
+        affordable = int(plan.seconds_per_case / max(per_step, 1e-9))
+        case.repeats = max(min(3, plan.repeats), min(plan.repeats, affordable))
+    live = [c for c in live if c.step is not None]
+    i, shuffle = plan.warmup, random.Random(0).shuffle
+    while any(len(c.wall) < c.repeats for c in live):
+        shuffle(live)  # a new order each round: no case always runs after the same neighbour
+        for case in live:
+            if len(case.wall) >= case.repeats:
+                continue
+            _sync(plan.device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            case.step(i)
+            _sync(plan.device)
+            case.wall.append(time.perf_counter() - wall)
+            case.cpu.append(time.process_time() - cpu)
+        i += 1
+
+
+def row(case: Case, examples_per_step: int = 200) -> dict:
+    ms = statistics.median(case.wall) * 1000 if case.wall else None
+    out = {"section": case.section, "model": case.model, "inference": case.inference,
+           "classes": case.classes, "step_ms": ms,
+           "examples_per_s": examples_per_step / ms * 1000 if ms else None,
+           "cpu_ms": statistics.median(case.cpu) * 1000 if case.cpu else None,
+           "repeats": len(case.wall)}
+    if case.error:
+        out["error"] = case.error
+    return out
+
+
+def step_cases(plan: Plan, data, labelled) -> list[Case]:
+    cases = [make_case("step", PLAIN, "exact", data, labelled, plan.device)]
+    for name, spec in MODELS.items():
+        inferences = spec.inferences
+        if plan.quick:  # each model's default, and the two the targets compare
+            inferences = [i for i in inferences if i == inferences[0] or
+                          (name == "m2" and i in ("enum", "gumbel"))]
+        cases += [make_case("step", name, inference, data, labelled, plan.device)
+                  for inference in inferences]
+    return cases
+
+
+def run(plan: Plan, log: Callable[[str], None] = lambda message: None) -> list[dict]:
+    """Every measurement of the benchmark, one dict per row."""
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    rows: list[dict] = []
+    data, labelled = bench_data(10, plan.device)
+    log("one training step, every model x inference, K = 10 ...")
+    cases = step_cases(plan, data, labelled)
+    run_interleaved(cases, plan, log)
+    step_rows = [row(c) for c in cases]
+    plain_ms = step_rows[0]["step_ms"]
+    for r in step_rows:
+        r["vs_plain"] = r["step_ms"] / plain_ms if r["step_ms"] and plain_ms else None
+    rows += step_rows
+    measured = {r["inference"]: r for r in step_rows if r["model"] == "m2" and r["step_ms"]}
+    for k in plan.scaling_k:
+        if k == 10 and all(i in measured for i in SCALING_INFERENCES):
+            # the same configurations the step table timed: one number for each, not two
+            scaling_rows = [{**measured[i], "section": "scaling"} for i in SCALING_INFERENCES]
+            for r in scaling_rows:
+                r.pop("vs_plain", None)
+        else:
+            log(f"scaling in K: K = {k} ...")
+            data, labelled = bench_data(k, plan.device)
+            cases = [make_case("scaling", "m2", inference, data, labelled, plan.device)
+                     for inference in SCALING_INFERENCES]
+            run_interleaved(cases, plan, log)
+            scaling_rows = [row(c) for c in cases]
+            del data, cases
+        enum_ms = scaling_rows[0]["step_ms"]
+        for r in scaling_rows:
+            r["speedup_vs_enum"] = enum_ms / r["step_ms"] if r["step_ms"] and enum_ms else None
+        rows += scaling_rows
+    if plan.memory:
+        log("peak memory of one MNIST epoch (ppl-ssvae train --epochs 1) ...")
+        rows.append(memory_row(plan))
+    context = {"threads": torch.get_num_threads(), "device": plan.device,
+               "torch": torch.__version__, "pyro": pyro.__version__,
+               "warmup": plan.warmup, "quick": plan.quick}
+    return [{**r, **context} for r in rows]
+
+
+def memory_row(plan: Plan) -> dict:
+    """Train m2/enum for one MNIST epoch in a child process; its peak RSS from wait4."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "ppl_ssvae", "train", "--model", "m2", "--inference", "enum",
+               "--epochs", "1", "--hidden", "500", "--activation", "softplus", "--z-dim", "50",
+               "--no-batch-norm", "--input-dropout", "0", "--seed", "0", "--no-progress",
+               "--device", plan.device]
+        if plan.data_dir:
+            cmd += ["--data-dir", plan.data_dir]
+        result = {"section": "memory", "model": "m2", "inference": "enum", "classes": 10,
+                  "step_ms": None, "examples_per_s": None,
+                  "command": " ".join(["ppl-ssvae", *cmd[3:], "--out", "TMPDIR"])}
+        cmd += ["--out", out]
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as --threads says
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        stderr = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stderr.close()
+        if proc.returncode != 0:
+            result["error"] = (stderr.strip().splitlines() or ["no message"])[-1]
+            return result
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    per_kb = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    result["peak_rss_mb"] = usage.ru_maxrss * per_kb / 2**20
+    result["seconds_per_epoch"] = summary["seconds_per_epoch"]
+    result["examples_per_s"] = summary["examples_per_second"]
+    result["step_ms"] = summary["seconds_per_epoch"] / summary["steps"] * 1000
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+
+def targets(rows: list[dict]) -> list[tuple[str, float | None, float | None, str, bool | None]]:
+    """The targets of the benchmark issue: (what, measured on step time, measured on CPU
+    time, goal, met or None if not measured); a target is judged on step time."""
+    def find(section, model, inference, k=10):
+        return next((r for r in rows if r["section"] == section and r["model"] == model
+                     and r["inference"] == inference and r["classes"] == k), {})
+
+    def ratios(a, b):
+        return tuple(a[key] / b[key] if a.get(key) and b.get(key) else None
+                     for key in ("step_ms", "cpu_ms"))
+
+    checks = [("exact M2 step / plain-PyTorch step",
+               ratios(find("step", "m2", "enum"), find("step", PLAIN, "exact")), "<= 1.15"),
+              ("exact / gumbel step, K = 10",
+               ratios(find("step", "m2", "enum"), find("step", "m2", "gumbel")), ">= 2.5"),
+              ("exact / gumbel step, K = 100",
+               ratios(find("scaling", "m2", "enum", 100), find("scaling", "m2", "gumbel", 100)),
+               ">= 10")]
+    out = []
+    for name, (wall, cpu), goal in checks:
+        bound = float(goal.split()[1])
+        met = None if wall is None else (wall <= bound if goal.startswith("<") else wall >= bound)
+        out.append((name, wall, cpu, goal, met))
+    return out
+
+
+def _num(value, digits=1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def format_report(rows: list[dict]) -> str:
+    """The tables of the benchmark as Markdown."""
+    first = rows[0]
+    lines = [f"One training step = 100 unlabelled + 100 labelled images; every network one hidden "
+             f"layer of 500 softplus units, z of 50 dims. Median of repeats after {first['warmup']} "
+             f"warm-up steps; torch {first['torch']}, pyro {first['pyro']}, {first['device']}, "
+             f"{first['threads']} thread(s).", "",
+             "| model | inference | K | step ms | examples/s | CPU ms | x plain | repeats |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["section"] == "step":
+            lines.append(f"| {r['model']} | {r['inference']} | {r['classes']} | {_num(r['step_ms'])} "
+                         f"| {_num(r['examples_per_s'], 0)} | {_num(r['cpu_ms'])} "
+                         f"| {_num(r.get('vs_plain'), 2)} | {r['repeats']} |"
+                         + (f" failed: {r['error']}" if r.get("error") else ""))
+    scaling = [r for r in rows if r["section"] == "scaling"]
+    if scaling:
+        ks = sorted({r["classes"] for r in scaling})
+        lines += ["", "Step time (ms) against the number of classes K, synthetic data of MNIST's shape:",
+                  "", "| K | " + " | ".join(SCALING_INFERENCES) + " | enum / gumbel |",
+                  "|---:|" + "---:|" * (len(SCALING_INFERENCES) + 1)]
+        for k in ks:
+            by = {r["inference"]: r for r in scaling if r["classes"] == k}
+            cells = [_num(by.get(i, {}).get("step_ms")) for i in SCALING_INFERENCES]
+            lines.append(f"| {k} | " + " | ".join(cells)
+                         + f" | {_num(by.get('gumbel', {}).get('speedup_vs_enum'), 1)} |")
+    for r in rows:
+        if r["section"] == "memory":
+            lines += [""]
+            if r.get("error"):
+                lines.append(f"Peak memory of one MNIST epoch: not measured ({r['error']}).")
+            else:
+                lines.append(f"One MNIST epoch of m2/enum (`{r['command']}`): peak resident memory "
+                             f"{r['peak_rss_mb']:,.0f} MiB, {r['seconds_per_epoch']:.1f} s for the "
+                             f"epoch's steps, {r['examples_per_s']:,.0f} examples/s.")
+    lines += ["", "| target | on step time | on CPU time | goal | met |", "|---|---:|---:|---|---|"]
+    for name, wall, cpu, goal, met in targets(rows):
+        verdict = "not measured" if met is None else ("yes" if met else "no")
+        lines.append(f"| {name} | {_num(wall, 2)} | {_num(cpu, 2)} | {goal} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_scaling(rows: list[dict], path: str | os.PathLike) -> None:
+    """Step time against K on log-log axes, one line per inference method."""
+    from ppl_ssvae.io import save_figure
+    from ppl_ssvae.plots import plt
+
+    scaling = [r for r in rows if r["section"] == "scaling" and r["step_ms"]]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for inference in SCALING_INFERENCES:
+        points = sorted((r["classes"], r["step_ms"]) for r in scaling if r["inference"] == inference)
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", ms=4, label=inference)
+    enum = sorted((r["classes"], r["step_ms"]) for r in scaling if r["inference"] == "enum")
+    if len(enum) > 1:  # where enum would be if its cost grew in proportion to K
+        (k0, ms0), k1 = enum[0], enum[-1][0]
+        ax.plot([k0, k1], [ms0, ms0 * k1 / k0], ls=":", color="grey", label="proportional to K")
+    ax.set(xscale="log", yscale="log", xlabel="number of classes K", ylabel="ms per training step",
+           title="M2: exact sum over y against one sample or relaxation")
+    ks = sorted({r["classes"] for r in scaling})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: list[dict], out: str | os.PathLike) -> None:
+    from ppl_ssvae.io import write_json, write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench.json", rows)
+    write_text(out / "bench.md", format_report(rows))
+    if any(r["section"] == "scaling" for r in rows):
+        plot_scaling(rows, out / "scaling_in_k.png")
+
+
+def main(args) -> int:
+    """``ppl-ssvae bench``; raises ``SettingsError`` for bad options."""
+    from ppl_ssvae.config import SettingsError
+
+    for name in ("repeats", "warmup", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise SettingsError(f"--{name} must be {'>= 0' if name == 'warmup' else 'positive'}, "
+                                f"got {value}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SettingsError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    torch.set_num_threads(args.threads)
+    changes = {k: getattr(args, k) for k in ("repeats", "warmup") if getattr(args, k) is not None}
+    changes.update(device=args.device, data_dir=args.data_dir)
+    if args.no_memory:
+        changes["memory"] = False
+    plan = Plan.quick_plan(**changes) if args.quick else Plan(**changes)
+    started = time.perf_counter()
+    rows = run(plan, log=lambda message: print(message, file=sys.stderr, flush=True))
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    if out:
+        write_outputs(rows, out)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_report(rows))
+        print(f"{time.perf_counter() - started:.0f} s on {platform.processor() or platform.machine()}"
+              + (f"; written to {out}/" if out else ""))
+    return 0
