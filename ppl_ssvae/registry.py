@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ppl_ssvae.config import Settings
-from ppl_ssvae.guides import M2Guide
+from ppl_ssvae.guides import ADGMGuide, M2Guide
 from ppl_ssvae.inference import INFERENCES, ExactY
-from ppl_ssvae.models import M2
+from ppl_ssvae.models import ADGM, M2
 from ppl_ssvae.objective import SSVAE
 
 
@@ -40,12 +40,22 @@ def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return M2Guide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
 
 
+def _adgm(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return ADGM(k, s.z_dim, d, s.hidden, s.activation, family)
+
+
+def _adgm_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return ADGMGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
                   ("enum", "enum-seq", "score", "tracegraph", "gumbel", "st-gumbel", "iwae"),
                   _m2, _m2_guide),
+        ModelSpec("adgm", "Maaloe et al.'s auxiliary DGM: M2 plus a ~ p(a|x,y,z), guide "
+                  "q(a|x) q(y|a,x) q(z|a,x,y)", ("enum", "enum-seq"), _adgm, _adgm_guide),
     ]
 }
 
