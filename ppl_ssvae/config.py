@@ -33,20 +33,20 @@ class Settings:
     # networks
     z_dim: int = field(default=50, metadata={"help": "dimension of the latent z"})
     hidden: tuple[int, ...] = field(
-        default=(500,), metadata={"help": "hidden widths of every network, e.g. 500 or 300,300"}
+        default=(300, 300), metadata={"help": "hidden widths of every network, e.g. 500 or 300,300"}
     )
     activation: str = field(
-        default="softplus", metadata={"help": "softplus, relu, elu, tanh, or maxout"}
+        default="maxout", metadata={"help": "softplus, relu, elu, tanh, or maxout (4 pieces)"}
     )
     batch_norm: bool = field(
-        default=False, metadata={"help": "batch norm after each hidden layer of the inference networks"}
+        default=True, metadata={"help": "batch norm after each hidden layer of the inference networks"}
     )
     input_dropout: float = field(
-        default=0.0, metadata={"help": "dropout rate on the input of the classifier q(y|x)"}
+        default=0.25, metadata={"help": "dropout rate on the input of the classifier q(y|x)"}
     )
     # objective
     classifier_weight: float = field(
-        default=0.1,
+        default=1.0,
         metadata={"help": "alpha of Kingma et al. eq. 9, as a multiple of the training-set size: "
                   "the objective adds alpha * N * sum over labelled (x, y) of -log q(y|x)"},
     )

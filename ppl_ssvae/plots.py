@@ -4,6 +4,7 @@ of each latent dimension over training."""
 from __future__ import annotations
 
 import os
+import textwrap
 
 import matplotlib
 
@@ -15,6 +16,10 @@ import torch  # noqa: E402
 from ppl_ssvae.io import save_figure  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _title(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
@@ -31,7 +36,7 @@ def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
     ax_acc.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_title(title, 90))
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
@@ -49,7 +54,7 @@ def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = ""
     ax.set_ylabel("class y")
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(title or "samples of p(x | y, z), z ~ N(0, I)")
+    ax.set_title(_title(title or "samples of p(x | y, z), z ~ N(0, I)", 60), fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
@@ -63,11 +68,12 @@ def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = "") ->
     fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(epochs) + 2.5), 5))
     image = ax.imshow(kl, aspect="auto", cmap="viridis", interpolation="nearest",
                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, kl.shape[0] - 0.5, -0.5))
-    ax.set(xlabel="epoch", ylabel="latent dimension of z",
-           title=title or "KL(q(z|x) || p(z)) per dimension")
     active = int((kl[:, -1] > 0.05).sum())
-    ax.text(1.0, -0.08, f"{active} of {kl.shape[0]} dimensions above 0.05 nats at the end",
-            transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    title = title or "KL(q(z|x) || p(z)) per dimension"
+    ax.set_title(_title(f"{title} ({active} of {kl.shape[0]} dimensions above 0.05 nats at "
+                        "the end)", 50), fontsize=9)
+    ax.set(xlabel="epoch", ylabel="latent dimension of z")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.colorbar(image, ax=ax, label="nats")
     fig.tight_layout()
     save_figure(fig, path, dpi=150)

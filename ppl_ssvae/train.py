@@ -25,7 +25,7 @@ from ppl_ssvae.batch import Batch, one_hot
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import atomic_write, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import build
+from ppl_ssvae.registry import MODELS, build
 
 CHECKPOINT_VERSION = 1
 KL_SUBSET = 1000  # validation images used for the per-dimension KL
@@ -193,12 +193,25 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "steps": state.step,
         "test_accuracy": state.best.get("test_accuracy"),
         "test_accuracy_last": evaluate.accuracy(pair, data.test.x, data.test.y, bs),
+        "test_elbo": _test_elbo(pair, data, settings),
         "best_valid_accuracy": state.best["valid_accuracy"],
         "best_epoch": state.best.get("epoch"),
         "seconds_per_epoch": train_seconds / max(1, len(history)),
         "examples_per_second": examples / train_seconds if train_seconds else None,
         "skipped_steps": state.skipped,
+        "device": settings.device,
     }
+
+
+def _test_elbo(pair: SSVAE, data: data_lib.Dataset, settings: Settings) -> float | None:
+    """ELBO per test image (nats), on a binarisation fixed by the seed; exact in y
+    for models that accept enumeration. None for a model with no decoder."""
+    if not hasattr(pair.model, "decode"):
+        return None
+    g = torch.Generator(device=data.test.x.device).manual_seed(settings.seed)
+    x = data_lib.binarize(data.test.x, g) if settings.binarize else data.test.x
+    exact = "enum" in MODELS[settings.model].inferences
+    return evaluate.elbo_per_image(pair, x, settings.eval_batch_size // 2, settings.seed, exact)
 
 
 def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,

@@ -1,0 +1,145 @@
+"""Aggregate finished runs into ``summary.json``, ``results.md`` and figures.
+
+Test accuracy is always the one measured at the epoch of best *validation*
+accuracy (``test_accuracy`` in each run's summary), never the best test epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ppl_ssvae.io import save_figure, write_json, write_text  # noqa: E402
+
+# Validation accuracy of the original Theano system (mean of 10 seeds, 300 epochs,
+# best validation epoch), by its model names mapped onto ours.
+ORIGINAL = {
+    "m2/enum": ("ExactM2", 0.942),
+    "m2/gumbel": ("GumbelSoftmaxM2 (s = 3)", 0.941),
+    "m2/logistic-normal": ("LogisticNormalM2 (s = 1)", 0.897),
+    "logistic-normal-prior/reparam": ("LogisticNormal", 0.923),
+    "m2/st-gumbel": ("STGumbelSoftmaxM2", 0.890),
+    "m2/score": ("ApproxM2", 0.875),
+    "dirichlet/reparam": ("LogGamma", 0.874),
+    "mlp/ml": ("MLP", 0.771),
+}
+PUBLISHED = [
+    ("Kingma et al. 2014, M2 (test)", 0.880),
+    ("Pyro SS-VAE tutorial, enum + classifier loss (test)", 0.932),
+    ("Maaloe et al. 2016, ADGM (test)", 0.9904),
+]
+
+
+def _load_runs(results: Path, key: str, seeds: list[int]) -> list[tuple[dict, list[dict], Path]]:
+    model, inference = key.split("/")
+    runs = []
+    for seed in seeds:
+        directory = results / "runs" / f"{model}-{inference}" / f"seed{seed}"
+        summary, metrics = directory / "summary.json", directory / "metrics.jsonl"
+        if summary.exists() and metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            runs.append((json.loads(summary.read_text()), rows, directory))
+    return runs
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
+    results = Path(results)
+    figures = results / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    previous = results / "summary.json"
+    summary = json.loads(previous.read_text()) if previous.exists() else {}
+    curves = {}
+    for key in keys:
+        runs = _load_runs(results, key, seeds)
+        if not runs:
+            continue
+        sums = [s for s, _, _ in runs]
+        test_mean, test_std = _mean_std([s.get("test_accuracy") for s in sums])
+        valid_mean, valid_std = _mean_std([s.get("best_valid_accuracy") for s in sums])
+        elbo_mean, _ = _mean_std([s.get("test_elbo") for s in sums])
+        summary[key] = {
+            "test_accuracy_mean": test_mean,
+            "test_accuracy_std": test_std,
+            "best_valid_accuracy_mean": valid_mean,
+            "best_valid_accuracy_std": valid_std,
+            "test_elbo_mean": elbo_mean,
+            "seeds": [s.get("seed") for s in sums],
+            "epochs": min(s.get("epochs", 0) for s in sums),
+            "labels": sums[0].get("labels"),
+            "wall_seconds": sum(sum(r["seconds"] for r in rows) for _, rows, _ in runs),
+            "seconds_per_epoch": statistics.fmean(s["seconds_per_epoch"] for s in sums),
+            "device": sums[0].get("device", "cpu"),
+        }
+        curves[key] = [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs]
+        slug = key.replace("/", "-")
+        for name in ("samples", "kl_per_dim"):
+            source = runs[0][2] / f"{name}.png"
+            if source.exists():
+                shutil.copyfile(source, figures / f"{name}_{slug}.png")
+    write_json(results / "summary.json", summary)
+    write_text(results / "results.md", markdown(summary))
+    if curves:
+        accuracy_figure(curves, figures / "valid_accuracy.png")
+    return summary
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| model / inference | test accuracy % (mean ± std) | best valid. % | test ELBO (nats/image) "
+        "| seeds | epochs | wall time | original (valid., 300 epochs) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(summary, key=lambda k: -(summary[k]["test_accuracy_mean"] or 0))
+    for key in order:
+        row = summary[key]
+        original = ORIGINAL.get(key)
+        elbo = row.get("test_elbo_mean")
+        hours = row["wall_seconds"] / 3600
+        lines.append(
+            f"| {key} | {_pct(row['test_accuracy_mean'])} ± {_pct(row['test_accuracy_std'])} "
+            f"| {_pct(row['best_valid_accuracy_mean'])} | {'n/a' if elbo is None else f'{elbo:.1f}'} "
+            f"| {len(row['seeds'])} | {row['epochs']} | {hours:.2f} h ({row.get('device', 'cpu')}) "
+            f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
+    lines.append("")
+    lines.append("Published references (MNIST, 100 labels): " + "; ".join(
+        f"{name}: {100 * value:.1f}%" for name, value in PUBLISHED) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_figure(curves: dict[str, list[list[float]]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (key, runs) in enumerate(sorted(curves.items())):
+        length = min(len(r) for r in runs)
+        values = 100 * np.array([r[:length] for r in runs])
+        epochs = np.arange(1, length + 1)
+        mean, std = values.mean(0), values.std(0)
+        ax.plot(epochs, mean, color=f"C{i % 10}", label=f"{key} ({len(runs)} seeds)")
+        ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2, lw=0)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+           title="MNIST, 100 labels: validation accuracy (mean ± std over seeds)")
+    low = min(min(min(r) for r in runs) for runs in curves.values())
+    ax.set_ylim(max(0.0, 100 * low - 2), 100)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)

@@ -1,0 +1,127 @@
+"""Run every model x seed of a comparison, in parallel, resumably, and aggregate.
+
+    python -m experiments.compare --models m2/enum m2/gumbel --seeds 0 1 2 \
+        --labels 100 --epochs 50 --jobs 2
+
+Each run is ``ppl-ssvae train`` with the model's config from
+``experiments/configs/MODEL-INFERENCE.json`` (the settings that reached its best
+accuracy here), writing into ``RESULTS/runs/MODEL-INFERENCE/seedS``. A run whose
+``summary.json`` records the requested epochs is not run again; an interrupted
+one resumes from its checkpoint (``--resume``). The aggregate goes to
+``RESULTS/summary.json``, ``RESULTS/results.md`` and ``RESULTS/figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from experiments.aggregate import aggregate
+from experiments.runs import train_command, worker_env
+
+CONFIGS = Path(__file__).parent / "configs"
+RESULTS = Path(__file__).parent / "results"
+
+
+
+def config_for(model: str, inference: str) -> dict:
+    """The settings of ``configs/MODEL-INFERENCE.json``, or none."""
+    path = CONFIGS / f"{model}-{inference}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_dir(results: Path, model: str, inference: str, seed: int) -> Path:
+    return results / "runs" / f"{model}-{inference}" / f"seed{seed}"
+
+
+def is_done(directory: Path, epochs: int) -> bool:
+    summary = directory / "summary.json"
+    if not summary.exists():
+        return False
+    try:
+        return json.loads(summary.read_text()).get("epochs") == epochs
+    except json.JSONDecodeError:
+        return False
+
+
+def command(model: str, inference: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
+    settings = {**config_for(model, inference), "model": model, "inference": inference,
+                "seed": seed, "labels": args.labels, "epochs": args.epochs, "out": str(out),
+                "device": args.device}
+    if args.data_dir:
+        settings["data_dir"] = args.data_dir
+    return train_command(settings, "--resume")
+
+
+def run_one(job: tuple[str, str, int], args: argparse.Namespace) -> tuple[str, int, float]:
+    model, inference, seed = job
+    out = run_dir(args.results, model, inference, seed)
+    name = f"{model}/{inference} seed {seed}"
+    if is_done(out, args.epochs):
+        print(f"[done already] {name}", flush=True)
+        return name, 0, 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with open(out / "train.log", "ab") as log:
+        code = subprocess.call(command(model, inference, seed, args, out), stdout=log,
+                               stderr=subprocess.STDOUT, env=worker_env(args.jobs))
+    seconds = time.time() - started
+    print(f"[{'ok' if code == 0 else f'failed ({code}), see ' + str(out / 'train.log')}] "
+          f"{name} in {seconds:.0f} s", flush=True)
+    return name, code, seconds
+
+
+def parse_model(text: str) -> tuple[str, str]:
+    model, _, inference = text.partition("/")
+    if not inference:
+        raise argparse.ArgumentTypeError(f"name models as MODEL/INFERENCE, e.g. m2/enum; got {text!r}")
+    return model, inference
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", type=parse_model, required=True,
+                        help="MODEL/INFERENCE pairs, e.g. m2/enum m2/gumbel mlp/ml")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--labels", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="only rebuild the tables and figures from finished runs")
+    args = parser.parse_args(argv)
+
+    from ppl_ssvae.registry import UnsupportedError, check
+
+    try:
+        for model, inference in args.models:
+            check(model, inference)
+    except UnsupportedError as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+
+    failed = []
+    if not args.aggregate_only:
+        jobs = [(m, i, s) for s in args.seeds for m, i in args.models]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for name, code, _ in pool.map(lambda job: run_one(job, args), jobs):
+                if code != 0:
+                    failed.append(name)
+    aggregate(args.results, [f"{m}/{i}" for m, i in args.models], args.seeds)
+    print(f"results in {args.results}/ (summary.json, results.md, figures/)")
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
