@@ -6,7 +6,8 @@ every sampled value carries the set of sites it was computed from
 (``pyro.infer.inspect.get_model_relations``). The drawing is ours, so that
 
 - a node is labelled with its site name inside its plate (``y`` in the plate
-  ``unlabelled``, not ``unlabelled/y``), with its distribution underneath;
+  ``unlabelled``, not ``unlabelled/y``), with its distribution underneath, and
+  "summed out" where the guide marks it for enumeration;
   shaded nodes are observed, white ones latent: the same ``y`` is shaded in the
   labelled plate and white in the unlabelled one;
 - model and guide can be drawn side by side;
@@ -92,6 +93,11 @@ def graph_specification(fn, batch: Batch, data_nodes: bool = False) -> dict:
     traced = _seeing_data(fn) if data_nodes else fn
     relations = get_model_relations(traced, (batch,))
     spec = generate_graph_specification(relations)
+    with torch.random.fork_rng():
+        trace = pyro.poutine.trace(fn).get_trace(batch)
+    for name, site in trace.nodes.items():  # say which sites the ELBO sums out exactly
+        if site["type"] == "sample" and site["infer"].get("enumerate") and name in spec["node_data"]:
+            spec["node_data"][name]["enumerated"] = site["infer"]["enumerate"]
     if data_nodes:
         # the declared data sites sit outside any plate: file each under its part
         loose = spec["plate_groups"].pop(None, [])
@@ -105,9 +111,11 @@ def graph_specification(fn, batch: Batch, data_nodes: bool = False) -> dict:
     return spec
 
 
-def _node_label(site: str, distribution: str | None) -> str:
+def _node_label(site: str, data: dict) -> str:
     name = html.escape(site.rsplit("/", 1)[-1])
-    detail = html.escape(distribution or "")
+    detail = html.escape(data["distribution"] or "")
+    if data.get("enumerated"):
+        detail += f'<BR/><I>summed out ({html.escape(data["enumerated"])})</I>'
     return f'<<B>{name}</B><BR/><FONT POINT-SIZE="10">{detail}</FONT>>'
 
 
@@ -132,7 +140,7 @@ def _add_cluster(graph, spec: dict, prefix: str, title: str, plate_titles: dict)
 
 def _add_node(graph, spec: dict, prefix: str, site: str) -> None:
     data = spec["node_data"][site]
-    graph.node(f"{prefix}.{site}", label=_node_label(site, data["distribution"]),
+    graph.node(f"{prefix}.{site}", label=_node_label(site, data),
                shape="ellipse", style="filled",
                fillcolor=OBSERVED if data["is_observed"] else LATENT)
 
@@ -184,13 +192,13 @@ def render(model: str, inference: str | None = None, guide: bool = False,
 
 
 def render_all(directory: str | Path, fmt: str = "png", guide: bool = True) -> list[Path]:
-    """One picture per registered model, ``directory/MODEL.fmt``, each with its
+    """One picture per registered model, ``directory/model-MODEL.fmt``, each with its
     default inference method."""
     if fmt not in FORMATS:
         raise RenderError(f"--format takes png or svg, got {fmt!r}")
     paths = []
     for name in MODELS:
-        path = Path(directory) / f"{name}.{fmt}"
+        path = Path(directory) / f"model-{name}.{fmt}"
         render(name, guide=guide, out=path)
         paths.append(path)
     return paths

@@ -87,7 +87,7 @@ def test_render_writes_a_picture_for_every_model(model, tmp_path, capsys):
 def test_render_png_and_every_model_at_once(tmp_path):
     assert main(["render", "--model", "all", "--out", str(tmp_path), "--format", "png"]) == 0
     for model in MODELS:
-        assert (tmp_path / f"{model}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"model-{model}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_missing_dot_is_one_line_that_says_how_to_install(tmp_path, monkeypatch, capsys):
@@ -105,3 +105,11 @@ def test_missing_dot_is_one_line_that_says_how_to_install(tmp_path, monkeypatch,
 def test_bad_render_arguments_exit_2(argv, message, capsys):
     assert main(["render", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_enumerated_y_is_marked_in_the_guide_and_relaxed_y_is_not():
+    _, guide_spec = specs("m2", "enum")
+    assert guide_spec["node_data"]["unlabelled/y"]["enumerated"] == "parallel"
+    _, guide_spec = specs("m2", "gumbel")
+    assert "enumerated" not in guide_spec["node_data"]["unlabelled/y"]
+    assert guide_spec["node_data"]["unlabelled/y"]["distribution"] == "RelaxedOneHotCategorical"
