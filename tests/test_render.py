@@ -57,7 +57,7 @@ def test_adgm_edges_add_the_auxiliary_node():
     assert {t for _, t in added} == {"unlabelled/a", "labelled/a"}
     assert {s for s, t in added if t == "unlabelled/a"} == {"unlabelled/x", "unlabelled/y",
                                                             "unlabelled/z"}
-    into = lambda site: {s for s, t in guide_spec["edge_list"] if t == site}  # noqa: E731
+    into = lambda site: {s for s, t in guide_spec["edge_list"] if t == site}
     assert into("unlabelled/a") == {"unlabelled/x"}
     assert into("unlabelled/y") == {"unlabelled/x", "unlabelled/a"}
     assert into("unlabelled/z") == {"unlabelled/x", "unlabelled/a", "unlabelled/y"}

@@ -19,7 +19,7 @@ NOTEBOOK = SCRIPT.with_suffix(".ipynb")
 def test_notebook_is_in_sync_with_its_script():
     expected = jupytext.read(SCRIPT)
     committed = nbformat.read(NOTEBOOK, as_version=4)
-    cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]  # noqa: E731
+    cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
     assert cells(committed) == cells(expected), (
         "tutorials/m2_tutorial.ipynb is out of date: run `make tutorial`")
 

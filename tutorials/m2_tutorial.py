@@ -38,6 +38,10 @@ import time
 import warnings
 from pathlib import Path
 
+# a labelled-only batch has no y to enumerate, and Pyro says so; no progress bars here
+warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 import matplotlib.pyplot as plt
 import pyro
 import torch
@@ -54,9 +58,6 @@ try:  # in a notebook, figures are shown inline; as a script, their paths are pr
 except ImportError:  # pragma: no cover
     Image = display = None
 
-# a labelled-only batch has no y to enumerate, and Pyro says so; no progress bars here
-warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
-warnings.filterwarnings("ignore", message="IProgress not found")
 OUT = Path(os.environ.get("TUTORIAL_OUT", "runs/tutorial"))
 OUT.mkdir(parents=True, exist_ok=True)
 
@@ -102,7 +103,7 @@ print(f"{len(data.train)} training images; networks with {parameters:,} paramete
 # once for labelled and unlabelled images alike:
 
 # %%
-import inspect  # noqa: E402
+import inspect
 
 print(inspect.getsource(type(model).story))
 
@@ -148,7 +149,7 @@ def class_samples(name, title, columns=10, seed=0):
     return images
 
 
-before = class_samples("samples_untrained.png", "untrained decoder: p(x | y, z)")
+before = class_samples("samples_untrained.png", "untrained decoder: p(x | y, z)", columns=6)
 
 # %% [markdown]
 # The plate diagram of the model (left) and of the inference network, the *guide* (right),
@@ -158,7 +159,7 @@ before = class_samples("samples_untrained.png", "untrained decoder: p(x | y, z)"
 # $q(y \mid x)$ is a classifier, and $q(z \mid x, y)$ an encoder.
 
 # %%
-from ppl_ssvae.render import RenderError, render  # noqa: E402
+from ppl_ssvae.render import RenderError, render
 
 try:
     render("m2", guide=True, out=OUT / "m2.png")
@@ -340,7 +341,7 @@ assert spread["Gumbel-Softmax"] > spread["exact sum"]
 # is why the enumerated pair's weights loaded into the Gumbel pair unchanged:
 
 # %%
-shapes = lambda p: {name: tuple(t.shape) for name, t in p.state_dict().items()}  # noqa: E731
+shapes = lambda p: {name: tuple(t.shape) for name, t in p.state_dict().items()}
 assert shapes(pair) == shapes(gumbel_pair)
 assert type(pair.model) is type(gumbel_pair.model) and type(pair.guide) is type(gumbel_pair.guide)
 print(type(pair.elbo).__name__, "->", type(gumbel_pair.elbo).__name__)
