@@ -174,7 +174,9 @@ def render(model: str, inference: str | None = None, guide: bool = False,
     if out is not None and Path(out).suffix.lstrip(".") not in FORMATS:
         raise RenderError(f"--out must end in .png or .svg, got {str(out)!r}")
     require_graphviz()
-    settings = Settings(model=model, inference=inference, hidden=(16,), z_dim=4)
+    # the drawing depends on which sites feed which, not on network sizes: keep them small
+    settings = Settings(model=model, inference=inference, hidden=(16,), z_dim=4,
+                        activation="softplus", batch_norm=False, input_dropout=0.0)
     pair = build(settings, 10, 784)
     batch = example_batch()
     with torch.no_grad():

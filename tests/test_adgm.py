@@ -3,6 +3,7 @@ by hand in plain PyTorch on the same networks and the same draws, and it learns.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pyro
@@ -11,10 +12,10 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch.nn import functional as F
 
-from conftest import make_batch, small_pair, small_settings
+from conftest import make_batch, small_pair
 from ppl_ssvae import Batch, evaluate
+from ppl_ssvae.cli import main
 from ppl_ssvae.models import M2
-from ppl_ssvae.train import train
 
 
 def normal_log_prob(x, loc, scale):
@@ -129,14 +130,17 @@ def test_adgm_evaluation_protocol_is_deterministic_in_eval_mode(tiny):
     assert kl.shape == (pair.model.z_dim,) and bool((kl >= 0).all())
 
 
-def test_adgm_trains_from_the_cli_settings_beyond_chance(tiny, tmp_path):
-    settings = small_settings(model="adgm", inference="enum", hidden=(64,), z_dim=8,
-                              labels=100, batch_size=100, labelled_batch_size=50, epochs=1,
-                              lr=3e-3, out=str(tmp_path / "run"))
-    summary = train(settings)
-    assert summary["test_accuracy"] > 0.5  # chance is 0.1 on 10 balanced classes
+def test_adgm_trains_from_the_cli_beyond_chance(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "adgm", "--inference", "enum", "--dataset", "synthetic",
+                 "--hidden", "64", "--z-dim", "8", "--activation", "softplus", "--no-batch-norm",
+                 "--input-dropout", "0", "--classifier-weight", "0.1", "--epochs", "1",
+                 "--lr", "3e-3", "--labelled-batch-size", "50", "--no-progress", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "adgm" and summary["test_accuracy"] > 0.5  # chance: 0.1
     for name in ("learning_curves.png", "kl_per_dim.png", "samples.png"):
-        assert (tmp_path / "run" / name).exists()
+        assert (out / name).exists()
 
 
 def test_adgm_sequential_enumeration_gives_the_same_elbo(tiny):
