@@ -143,7 +143,9 @@ def class_samples(name, title, columns=10, seed=0):
     ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
     ax.set_yticks([28 * k + 14 for k in range(K)], [str(k) for k in range(K)])
     ax.set(xticks=[], ylabel="class y", title=title)
-    fig.savefig(OUT / name, dpi=80, bbox_inches="tight")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.savefig(OUT / name, dpi=90, bbox_inches="tight")
     plt.close(fig)
     show(OUT / name)
     return images
