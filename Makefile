@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench figures tutorial clean
 
 $(STAMP): setup.py Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
+
+# The plate diagram of every registered model (needs Graphviz: apt-get install graphviz).
+figures: $(STAMP)
+	$(BIN)/ppl-ssvae render --model all --format png --out docs/figures
+
+# Regenerate the notebook from its percent-format source, executed, outputs included.
+tutorial: $(STAMP)
+	$(BIN)/jupytext --to ipynb tutorials/m2_tutorial.py
+	TUTORIAL_OUT=$(CURDIR)/runs/tutorial $(BIN)/jupyter-execute --inplace --timeout=900 tutorials/m2_tutorial.ipynb
 
 bench: $(STAMP)
 	$(BIN)/ppl-ssvae bench

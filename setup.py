@@ -18,6 +18,13 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.5"]},
+    extras_require={"dev": [
+        "pytest>=7", "ruff>=0.5",
+        # render tests (and the Debian package graphviz, which .ci/run installs)
+        "graphviz>=0.20",
+        # the tutorial: jupytext keeps the .ipynb in sync with its .py; nbclient and
+        # ipykernel execute it (make tutorial)
+        "jupytext>=1.16", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29",
+    ]},
     entry_points={"console_scripts": ["ppl-ssvae=ppl_ssvae.cli:main"]},
 )

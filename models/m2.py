@@ -40,13 +40,17 @@ class M2(nn.Module):
         self.register_buffer("z_loc", torch.zeros(z_dim))
         self.register_buffer("z_scale", torch.ones(z_dim))
 
-    def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """The generative process for a plate of images; ``y=None`` leaves y latent."""
+    def story(self, x: torch.Tensor | None, y: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The generative process for a plate of images; ``y=None`` leaves y latent
+        (``x=None`` samples the images). Returns the values of (y, z, x), so that a
+        model extending M2 can add nodes that depend on them."""
         y_prior = self.y_family.prior(self.y_logits) if y is None else \
             dist.OneHotCategorical(logits=self.y_logits)
         y = pyro.sample("y", y_prior, obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        pyro.sample("x", BernoulliImage(self.decoder(z, y)), obs=x)
+        x = pyro.sample("x", BernoulliImage(self.decoder(z, y)), obs=x)
+        return y, z, x
 
     def forward(self, batch: Batch) -> None:
         pyro.module("model", self)

@@ -93,6 +93,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from ppl_ssvae.render import RenderError, render, render_all
+
+    try:
+        if args.model == "all":
+            paths = render_all(args.out, args.format, guide=True)
+        else:
+            render(args.model, args.inference, args.guide, args.out)
+            paths = [args.out]
+    except RenderError as e:
+        raise UserError(str(e)) from None
+    for path in paths:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppl-ssvae",
@@ -126,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="where to write bench.json, bench.md and scaling_in_k.png "
                        "(default experiments/results/bench; nowhere for --quick)")
     bench.set_defaults(run=cmd_bench)
+
+    drawing = commands.add_parser("render", help="draw a model's plate diagram (and its "
+                                  "guide's) with Graphviz")
+    drawing.add_argument("--model", default="m2",
+                         help="model to draw, or `all` for one picture per model in the "
+                         "directory --out (default: m2)")
+    drawing.add_argument("--inference", default=None,
+                         help="inference method, which sets y's family (default: the model's first)")
+    drawing.add_argument("--guide", action="store_true", help="draw the guide beside the model")
+    drawing.add_argument("--out", required=True, help="FILE.png or FILE.svg (a directory "
+                         "with --model all)")
+    drawing.add_argument("--format", default="png", help="png or svg, with --model all")
+    drawing.set_defaults(run=cmd_render)
     return parser
 
 

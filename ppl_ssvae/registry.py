@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from torch import nn
 
 from ppl_ssvae.config import Settings
-from ppl_ssvae.guides import ClassifierGuide, DirichletGuide, LogisticNormalPriorGuide, M2Guide
+from ppl_ssvae.guides import (
+    ADGMGuide,
+    ClassifierGuide,
+    DirichletGuide,
+    LogisticNormalPriorGuide,
+    M2Guide,
+)
 from ppl_ssvae.inference import INFERENCES, ExactY
-from ppl_ssvae.models import M2, Classifier, DirichletPrior, LogisticNormalPrior
+from ppl_ssvae.models import ADGM, M2, Classifier, DirichletPrior, LogisticNormalPrior
 from ppl_ssvae.nets import MLP
 from ppl_ssvae.objective import SSVAE
 
@@ -76,6 +82,14 @@ M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gu
                  "st-gumbel", "logistic-normal", "iwae", "iwae-logistic-normal")
 CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")
 
+def _adgm(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return ADGM(k, s.z_dim, d, s.hidden, s.activation, family)
+
+
+def _adgm_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return ADGMGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -89,6 +103,8 @@ MODELS: dict[str, ModelSpec] = {
                   _dirichlet, _dirichlet_guide),
         ModelSpec("mlp", "the classifier alone, y ~ Cat(softmax(g(x))), on labelled data only",
                   ("ml",), None, None, classifier_term=False, make_pair=_mlp_pair),
+        ModelSpec("adgm", "Maaloe et al.'s auxiliary DGM: M2 plus a ~ p(a|x,y,z), guide "
+                  "q(a|x) q(y|a,x) q(z|a,x,y)", ("enum", "enum-seq"), _adgm, _adgm_guide),
     ]
 }
 
