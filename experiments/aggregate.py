@@ -38,16 +38,36 @@ PUBLISHED = [
 ]
 
 
-def _load_runs(results: Path, key: str, seeds: list[int]) -> list[tuple[dict, list[dict], Path]]:
+def _load_runs(results: Path, key: str, seeds: list[int], finished: bool = True
+               ) -> list[tuple[dict, list[dict], Path]]:
+    """(summary, metrics rows, directory) of the runs of ``key``: the finished ones, or
+    with ``finished=False`` those stopped before they wrote a summary."""
     model, inference = key.split("/")
     runs = []
     for seed in seeds:
         directory = results / "runs" / f"{model}-{inference}" / f"seed{seed}"
         summary, metrics = directory / "summary.json", directory / "metrics.jsonl"
-        if summary.exists() and metrics.exists():
+        if metrics.exists() and summary.exists() == finished:
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            runs.append((json.loads(summary.read_text()), rows, directory))
+            if rows:
+                runs.append((json.loads(summary.read_text()) if finished else {"seed": seed},
+                             rows, directory))
     return runs
+
+
+def _partial(results: Path, key: str, seeds: list[int]) -> dict | None:
+    """Runs stopped before their last epoch: validation accuracy only, never a test
+    number, since the epoch a finished run would select is unknown."""
+    runs = _load_runs(results, key, seeds, finished=False)
+    if not runs:
+        return None
+    best = [max(r["valid_accuracy"] for r in rows) for _, rows, _ in runs]
+    mean, std = _mean_std(best)
+    return {"partial": True, "best_valid_accuracy_mean": mean, "best_valid_accuracy_std": std,
+            "seeds": [s["seed"] for s, _, _ in runs],
+            "epochs_reached": [len(rows) for _, rows, _ in runs],
+            "seconds_per_epoch": statistics.fmean(r["seconds"] for _, rows, _ in runs for r in rows),
+            "device": json.loads((runs[0][2] / "config.json").read_text()).get("device", "cpu")}
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -67,6 +87,11 @@ def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
     for key in keys:
         runs = _load_runs(results, key, seeds)
         if not runs:
+            partial = _partial(results, key, seeds)
+            if partial:
+                summary[key] = partial
+                curves[key] = [[r["valid_accuracy"] for r in rows]
+                               for _, rows, _ in _load_runs(results, key, seeds, finished=False)]
             continue
         sums = [s for s, _, _ in runs]
         test_mean, test_std = _mean_std([s.get("test_accuracy") for s in sums])
@@ -108,7 +133,8 @@ def markdown(summary: dict) -> str:
         "| seeds | epochs | wall time | original (valid., 300 epochs) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = sorted(summary, key=lambda k: -(summary[k]["test_accuracy_mean"] or 0))
+    finished = [k for k in summary if not summary[k].get("partial")]
+    order = sorted(finished, key=lambda k: -(summary[k]["test_accuracy_mean"] or 0))
     for key in order:
         row = summary[key]
         original = ORIGINAL.get(key)
@@ -119,6 +145,21 @@ def markdown(summary: dict) -> str:
             f"| {_pct(row['best_valid_accuracy_mean'])} | {'n/a' if elbo is None else f'{elbo:.1f}'} "
             f"| {len(row['seeds'])} | {row['epochs']} | {hours:.2f} h ({row.get('device', 'cpu')}) "
             f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
+    partial = sorted((k for k in summary if summary[k].get("partial")),
+                     key=lambda k: -summary[k]["best_valid_accuracy_mean"])
+    if partial:
+        lines += ["", "Runs stopped by their time budget before the last epoch (validation only: "
+                  "no test accuracy is reported for a run that did not finish):", "",
+                  "| model / inference | best valid. % (mean ± std) | epochs reached | seeds "
+                  "| s/epoch | original (valid., 300 epochs) |", "|---|---|---|---|---|---|"]
+        for key in partial:
+            row = summary[key]
+            original = ORIGINAL.get(key)
+            lines.append(
+                f"| {key} | {_pct(row['best_valid_accuracy_mean'])} ± "
+                f"{_pct(row['best_valid_accuracy_std'])} | {', '.join(map(str, row['epochs_reached']))} "
+                f"| {len(row['seeds'])} | {row['seconds_per_epoch']:.0f} ({row['device']}) "
+                f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
     lines.append("")
     lines.append("Published references (MNIST, 100 labels): " + "; ".join(
         f"{name}: {100 * value:.1f}%" for name, value in PUBLISHED) + ".")
