@@ -31,7 +31,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
@@ -86,13 +85,12 @@ class ADGMGuide(nn.Module):
 
     def forward(self, batch: Batch) -> None:
         pyro.module("guide", self)
-        for part in batch.parts():
-            with part.plate(), scope(prefix=part.name):
-                loc, scale = self.encode_a(part.x)  # new: a first, from x alone
-                a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
-                y = part.y
-                if y is None:
-                    q_y = self.y_family.posterior(self.classify_given_a(part.x, a))
-                    y = pyro.sample("y", q_y, infer=self.y_family.infer)
-                loc, scale = self.encode_z_given_a(part.x, a, y)
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+        for part in batch.in_plates():
+            loc, scale = self.encode_a(part.x)  # new: a first, from x alone
+            a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
+            y = part.y
+            if y is None:
+                q_y = self.y_family.posterior(self.classify_given_a(part.x, a))
+                y = pyro.sample("y", q_y, infer=self.y_family.infer)
+            loc, scale = self.encode_z_given_a(part.x, a, y)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
@@ -49,9 +48,8 @@ class LogisticNormalPriorGuide(nn.Module):
 
     def forward(self, batch: Batch) -> None:
         pyro.module("guide", self)
-        for part in batch.parts():
-            with part.plate(), scope(prefix=part.name):
-                loc, scale = self.scores(part.x)
-                a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
-                z_loc, z_scale = self.encode_z(part.x, a.softmax(-1))
-                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+        for part in batch.in_plates():
+            loc, scale = self.scores(part.x)
+            a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
+            z_loc, z_scale = self.encode_z(part.x, a.softmax(-1))
+            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))

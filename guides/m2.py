@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
@@ -48,12 +47,11 @@ class M2Guide(nn.Module):
 
     def forward(self, batch: Batch) -> None:
         pyro.module("guide", self)
-        for part in batch.parts():
-            with part.plate(), scope(prefix=part.name):
-                y = part.y
-                if y is None:
-                    q_y = self.y_family.posterior(self.classify(part.x))
-                    infer = self.y_family.site_infer(part, self.baseline)
-                    y = pyro.sample("y", q_y, infer=infer)
-                loc, scale = self.encode_z(part.x, y)
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+        for part in batch.in_plates():
+            y = part.y
+            if y is None:
+                q_y = self.y_family.posterior(self.classify(part.x))
+                infer = self.y_family.site_infer(part, self.baseline)
+                y = pyro.sample("y", q_y, infer=infer)
+            loc, scale = self.encode_z(part.x, y)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))

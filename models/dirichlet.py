@@ -24,26 +24,24 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.contrib.autoname import scope
-from torch import nn
 
-from ppl_ssvae.batch import Batch
+from ppl_ssvae.distributions import BernoulliImage
 from ppl_ssvae.inference import ExactY
-from ppl_ssvae.nets import MLP
 from ppl_ssvae.relaxed import LogSpaceDirichlet, log_of
 
+from .m2 import M2
 
-class DirichletPrior(nn.Module):
+
+class DirichletPrior(M2):
+    """M2 with class weights between y and the image: the decoder (M2's) reads
+    alpha ~ Dirichlet(beta0) where M2's reads the one-hot y; ``forward`` and
+    ``decode`` are M2's."""
+
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  concentration: float = 0.2, y_family: ExactY | None = None):
-        super().__init__()
-        self.num_classes, self.z_dim, self.x_dim = num_classes, z_dim, x_dim
-        self.y_family = y_family or ExactY()  # nothing discrete to infer: unused
-        self.decoder = MLP([z_dim, num_classes], hidden, x_dim, activation)
+        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family)
         self.register_buffer("concentration", torch.full((num_classes,), float(concentration)))
-        self.register_buffer("z_loc", torch.zeros(z_dim))
-        self.register_buffer("z_scale", torch.ones(z_dim))
 
     def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """The generative process for a plate of images; ``y=None``: y unobserved."""
@@ -52,15 +50,4 @@ class DirichletPrior(nn.Module):
             # log alpha as the sampler computed it: alpha_y may underflow to 0
             pyro.sample("y", dist.OneHotCategorical(logits=log_of(alpha)), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        pixels = dist.Bernoulli(logits=self.decoder(z, alpha), validate_args=False)
-        pyro.sample("x", pixels.to_event(1), obs=x)
-
-    def forward(self, batch: Batch) -> None:
-        pyro.module("model", self)
-        for part in batch.parts():
-            with part.plate(), scope(prefix=part.name):
-                self.story(part.x, part.y)
-
-    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities of p(x | alpha, z); a one-hot y is a corner of the simplex."""
-        return torch.sigmoid(self.decoder(z, y))
+        pyro.sample("x", BernoulliImage(self.decoder(z, alpha)), obs=x)

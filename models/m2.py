@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
@@ -54,9 +53,8 @@ class M2(nn.Module):
 
     def forward(self, batch: Batch) -> None:
         pyro.module("model", self)
-        for part in batch.parts():
-            with part.plate(), scope(prefix=part.name):
-                self.story(part.x, part.y)
+        for part in batch.in_plates():
+            self.story(part.x, part.y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities of p(x | y, z)."""

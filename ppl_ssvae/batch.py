@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro.contrib.autoname import scope
 from torch.nn import functional as F
 
 UNLABELLED, LABELLED = "unlabelled", "labelled"
@@ -60,6 +61,19 @@ class Batch:
             yield Part(UNLABELLED, self.x_u, None, self.n_u or len(self.x_u), self.idx_u)
         if self.x_l is not None:
             yield Part(LABELLED, self.x_l, self.y_l, self.n_l or len(self.x_l), self.idx_l)
+
+    def in_plates(self) -> Iterator[Part]:
+        """Each part, entered into its plate and its name scope: the loop of every
+        ``forward``. Sample statements made for a part are per-image (batched along
+        the plate, scaled to the whole set) and named ``unlabelled/...`` or
+        ``labelled/...``::
+
+            for part in batch.in_plates():
+                self.story(part.x, part.y)
+        """
+        for part in self.parts():
+            with part.plate(), scope(prefix=part.name):
+                yield part
 
     @property
     def size(self) -> int:
