@@ -1,0 +1,112 @@
+"""The experiment runner: every model x seed runs, a finished run is not run again, a
+run with a checkpoint goes on from it, and the aggregate reports the test accuracy of
+each run's best validation epoch, mean and std over seeds; the README's tables are
+copied from the aggregate's files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from experiments import compare, readme
+from experiments.aggregate import aggregate
+
+# tiny networks on synthetic data: 2,000 training images, 4 steps an epoch
+TINY = {"dataset": "synthetic", "hidden": [16], "z_dim": 4, "batch_size": 500,
+        "labelled_batch_size": 50}
+
+
+@pytest.fixture
+def tiny_configs(monkeypatch):
+    monkeypatch.setattr(compare, "config_for", lambda model, inference: dict(TINY))
+
+
+def run_compare(results, *args):
+    return compare.main(["--results", str(results), "--labels", "20", *args])
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_model_and_seed_runs_and_is_aggregated(tiny_configs, tmp_path, capsys):
+    args = ("--models", "m2/enum", "mlp/ml", "--seeds", "0", "1", "--epochs", "2", "--jobs", "2")
+    assert run_compare(tmp_path, *args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"m2/enum", "mlp/ml"}
+    for key, directory in (("m2/enum", "m2-enum"), ("mlp/ml", "mlp-ml")):
+        runs = [json.loads((tmp_path / "runs" / directory / f"seed{s}" / "summary.json").read_text())
+                for s in (0, 1)]
+        row = summary[key]
+        tests = [r["test_accuracy"] for r in runs]  # each at its run's best validation epoch
+        assert row["test_accuracy_mean"] == pytest.approx(statistics.fmean(tests))
+        assert row["test_accuracy_std"] == pytest.approx(statistics.stdev(tests))
+        assert row["seeds"] == [0, 1] and row["epochs"] == 2 and row["labels"] == 20
+        seconds = sum(r["seconds"] for s in (0, 1)
+                      for r in read_rows(tmp_path / "runs" / directory / f"seed{s}" / "metrics.jsonl"))
+        assert row["wall_seconds"] == pytest.approx(seconds)
+    table = (tmp_path / "results.md").read_text()
+    assert "| m2/enum |" in table and "| mlp/ml |" in table
+    assert (tmp_path / "figures" / "valid_accuracy.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "samples_m2-enum.png").stat().st_size > 0
+
+    # the same command again runs nothing and leaves every run's files as they were
+    capsys.readouterr()
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/*/summary.json")}
+    assert run_compare(tmp_path, *args) == 0
+    assert capsys.readouterr().out.count("[done already]") == 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_run_with_a_checkpoint_goes_on_from_it(tiny_configs, tmp_path):
+    args = ("--models", "m2/gumbel", "--seeds", "3")
+    assert run_compare(tmp_path, *args, "--epochs", "1") == 0
+    metrics = tmp_path / "runs" / "m2-gumbel" / "seed3" / "metrics.jsonl"
+    first = read_rows(metrics)
+    assert len(first) == 1
+    assert run_compare(tmp_path, *args, "--epochs", "2") == 0
+    rows = read_rows(metrics)
+    # epoch 1 is the checkpoint's record, timing included: it was not trained again
+    assert len(rows) == 2 and rows[0] == first[0]
+    assert json.loads((metrics.parent / "summary.json").read_text())["epochs"] == 2
+
+
+def test_unfinished_runs_report_validation_only(tmp_path):
+    for seed, accuracies in ((0, [0.5, 0.7]), (1, [0.6, 0.65, 0.62])):
+        run = tmp_path / "runs" / "m2-score" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"device": "cpu"}))
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "valid_accuracy": a, "seconds": 10.0}) + "\n"
+            for i, a in enumerate(accuracies)))
+    row = aggregate(tmp_path, ["m2/score"], [0, 1])["m2/score"]
+    assert row["partial"] and "test_accuracy_mean" not in row
+    assert row["best_valid_accuracy_mean"] == pytest.approx(0.675)
+    assert row["epochs_reached"] == [2, 3]
+    assert "validation only" in (tmp_path / "results.md").read_text()
+
+
+def test_an_unsupported_pair_is_refused_before_anything_runs(tmp_path, capsys):
+    assert run_compare(tmp_path, "--models", "mlp/enum", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "compare: error: model 'mlp' does not take --inference 'enum'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_readme_blocks_are_filled_from_their_files(tmp_path, capsys):
+    (tmp_path / "table.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    page = tmp_path / "README.md"
+    page.write_text("# Results\n<!-- generated from table.md -->\nold numbers\n"
+                    "<!-- end generated -->\nafter\n")
+    assert readme.main([str(page)]) == 0
+    assert page.read_text() == ("# Results\n<!-- generated from table.md -->\n| a | b |\n|---|---|\n"
+                                "| 1 | 2 |\n<!-- end generated -->\nafter\n")
+    assert readme.main([str(page)]) == 0  # filling twice changes nothing
+    assert "| 1 | 2 |\n<!-- end generated -->" in page.read_text()
+
+    page.write_text("<!-- generated from missing.md -->\n<!-- end generated -->\n")
+    assert readme.main([str(page)]) == 2
+    assert "missing.md does not exist: run the comparison" in capsys.readouterr().err
+    assert page.read_text() == "<!-- generated from missing.md -->\n<!-- end generated -->\n"
