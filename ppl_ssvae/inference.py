@@ -33,7 +33,13 @@ from torch import nn
 from ppl_ssvae.batch import Part
 from ppl_ssvae.iwae import ImportanceWeightedELBO
 from ppl_ssvae.nets import MLP
-from ppl_ssvae.relaxed import Concrete, ConcreteStraightThrough, LogisticNormalSimplex
+from ppl_ssvae.relaxed import (
+    CategoricalKLConcrete,
+    CategoricalKLConcreteStraightThrough,
+    Concrete,
+    ConcreteStraightThrough,
+    LogisticNormalSimplex,
+)
 
 MAX_PLATE_NESTING = 1
 RELAXATIONS = ("gumbel", "st-gumbel", "logistic-normal")
@@ -152,7 +158,7 @@ class RelaxedY(ExactY):
 
     def __init__(self, temperature: float = 1.0, minimum: float | None = None,
                  decay: float = 0.0, straight_through: bool = False,
-                 relaxation: str | None = None):
+                 relaxation: str | None = None, categorical_kl: bool = False):
         super().__init__()
         relaxation = relaxation or ("st-gumbel" if straight_through else "gumbel")
         if relaxation not in RELAXATIONS:
@@ -163,6 +169,9 @@ class RelaxedY(ExactY):
         self.minimum = temperature if minimum is None else min(minimum, temperature)
         self.decay = decay
         self.temperature = temperature
+        if categorical_kl and relaxation == "logistic-normal":
+            raise ValueError("the categorical KL is defined for the Gumbel-Softmax relaxations")
+        self.categorical_kl = categorical_kl
 
     def set_step(self, step: int) -> None:
         self.temperature = max(self.minimum, self.initial * math.exp(-self.decay * step))
@@ -171,7 +180,11 @@ class RelaxedY(ExactY):
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
         if self.relaxation == "logistic-normal":
             return LogisticNormalSimplex(temperature, logits)
-        cls = ConcreteStraightThrough if self.straight_through else Concrete
+        if self.categorical_kl:
+            cls = CategoricalKLConcreteStraightThrough if self.straight_through else \
+                CategoricalKLConcrete
+        else:
+            cls = ConcreteStraightThrough if self.straight_through else Concrete
         return cls(temperature, logits=logits)
 
     prior = posterior = _distribution
@@ -193,6 +206,7 @@ class Inference:
     infer: dict = field(default_factory=dict)
     baseline: str = "none"
     elbo_class: type = Trace_ELBO
+    categorical_kl: bool = False
 
     @property
     def straight_through(self) -> bool:
@@ -201,7 +215,8 @@ class Inference:
     def y_family(self, settings) -> ExactY:
         if self.family in RELAXATIONS:
             return RelaxedY(settings.temperature, settings.temperature_min,
-                            settings.temperature_decay, relaxation=self.family)
+                            settings.temperature_decay, relaxation=self.family,
+                            categorical_kl=self.categorical_kl)
         if self.family == "sampled":
             return SampledY(self.baseline)
         return ExactY(self.infer)
@@ -234,6 +249,12 @@ INFERENCES: dict[str, Inference] = {
                   "gumbel", elbo_class=Trace_ELBO),
         Inference("st-gumbel", "straight-through Gumbel-Softmax: hard y forward, relaxed "
                   "gradient backward (Trace_ELBO)", "st-gumbel", elbo_class=Trace_ELBO),
+        Inference("gumbel-cat-kl", "y relaxed by Gumbel-Softmax, scored by the KL of the "
+                  "categoricals it relaxes; closed-form KL for z (TraceMeanField_ELBO)", "gumbel",
+                  elbo_class=TraceMeanField_ELBO, categorical_kl=True),
+        Inference("st-gumbel-cat-kl", "straight-through Gumbel-Softmax, scored by the KL of "
+                  "the categoricals it relaxes (TraceMeanField_ELBO)", "st-gumbel",
+                  elbo_class=TraceMeanField_ELBO, categorical_kl=True),
         Inference("logistic-normal", "y relaxed as softmax((logits + N(0, I)) / temperature) "
                   "(Trace_ELBO)", "logistic-normal", elbo_class=Trace_ELBO),
         Inference("iwae", "importance-weighted bound, --particles samples per image; M2's y "

@@ -5,7 +5,8 @@ the Dirichlet over class weights.
 - ``Concrete``: the Gumbel-Softmax / Concrete distribution (Jang et al. 2017,
   Maddison et al. 2017), ``y = softmax((logits + g) / tau)`` with g standard Gumbel;
   ``ConcreteStraightThrough`` returns the one-hot argmax of that sample in the
-  forward pass and the relaxed sample's gradient in the backward pass.
+  forward pass and the relaxed sample's gradient in the backward pass;
+  ``CategoricalKLConcrete`` is scored against another by the categorical KL.
 - ``LogisticNormalSimplex``: ``y = softmax((logits + eps) / tau)`` with eps ~ N(0, I_K).
 - ``LogSpaceDirichlet``: the Dirichlet, sampled in log space (not a relaxation,
   but it meets the same underflow: small concentrations put alpha at the corners).
@@ -27,7 +28,7 @@ import math
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
-from torch.distributions import constraints
+from torch.distributions import constraints, register_kl
 from torch.distributions.utils import clamp_probs
 from torch.nn import functional as F
 
@@ -84,6 +85,26 @@ class ConcreteStraightThrough(Concrete):
     def rsample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
         soft = super().rsample(sample_shape)
         return with_log(log_of(soft), straight_through(soft))
+
+
+class CategoricalKLConcrete(Concrete):
+    """Gumbel-Softmax whose KL to another is, by design, the KL of the categoricals
+    they relax: ``KL(Cat(softmax(l_q)) || Cat(softmax(l_p)))``, at most log K. It is
+    the objective of Jang et al. (2017) and of the original system, used by
+    ``TraceMeanField_ELBO`` (``--inference gumbel-cat-kl``). The KL of the relaxed
+    densities themselves grows without bound as q(y | x) grows confident (about 0.9
+    nats per unit of logit margin, at any temperature), which pulls the classifier
+    back towards uniform on every unlabelled image."""
+
+
+class CategoricalKLConcreteStraightThrough(CategoricalKLConcrete, ConcreteStraightThrough):
+    """The straight-through version of ``CategoricalKLConcrete``."""
+
+
+@register_kl(CategoricalKLConcrete, CategoricalKLConcrete)
+def _categorical_kl(q: CategoricalKLConcrete, p: CategoricalKLConcrete) -> torch.Tensor:
+    log_q, log_p = q.logits.log_softmax(-1), p.logits.log_softmax(-1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
 class LogisticNormalSimplex(TorchDistribution):

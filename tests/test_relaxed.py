@@ -11,6 +11,8 @@ import torch
 from torch.distributions import Dirichlet, MultivariateNormal, RelaxedOneHotCategorical
 
 from ppl_ssvae.relaxed import (
+    CategoricalKLConcrete,
+    CategoricalKLConcreteStraightThrough,
     Concrete,
     ConcreteStraightThrough,
     LogisticNormalSimplex,
@@ -64,6 +66,26 @@ def test_concrete_density_is_pytorchs_where_that_is_finite():
         y = q.rsample((3,))
         torch.testing.assert_close(q.log_prob(y), reference.log_prob(y.detach().clone()),
                                    rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", [CategoricalKLConcrete, CategoricalKLConcreteStraightThrough])
+def test_categorical_kl_is_the_kl_of_the_relaxed_categoricals(cls):
+    """The KL ``gumbel-cat-kl`` uses is sum_k q_k log(q_k / p_k), at most log K, where
+    the Monte Carlo KL of the relaxed densities keeps growing with q's confidence."""
+    torch.manual_seed(3)
+    tau = torch.tensor(0.5)
+    logits_q, logits_p = torch.randn(4, 10) * 3, torch.randn(4, 10)
+    q, p = cls(tau, logits=logits_q), cls(tau, logits=logits_p)
+    by_hand = (logits_q.softmax(-1) * (logits_q.log_softmax(-1) - logits_p.log_softmax(-1))).sum(-1)
+    torch.testing.assert_close(torch.distributions.kl_divergence(q, p), by_hand)
+
+    confident = torch.zeros(10)
+    confident[0] = 10.0
+    q, p = cls(tau, logits=confident), cls(tau, logits=torch.zeros(10))
+    assert float(torch.distributions.kl_divergence(q, p)) <= math.log(10)
+    y = Concrete(tau, logits=confident).rsample((4000,))
+    relaxed = Concrete(tau, logits=confident).log_prob(y) - Concrete(tau, logits=torch.zeros(10)).log_prob(y)
+    assert float(relaxed.mean()) > 3 * math.log(10)
 
 
 def test_relaxed_densities_stay_finite_at_low_temperature():
