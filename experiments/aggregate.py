@@ -24,6 +24,8 @@ from ppl_ssvae.io import save_figure, write_json, write_text  # noqa: E402
 ORIGINAL = {
     "m2/enum": ("ExactM2", 0.942),
     "m2/gumbel": ("GumbelSoftmaxM2 (s = 3)", 0.941),
+    "m2/gumbel-cat-kl": ("GumbelSoftmaxM2 (s = 3)", 0.941),  # the original's own objective
+    "m2/st-gumbel-cat-kl": ("STGumbelSoftmaxM2", 0.890),
     "m2/logistic-normal": ("LogisticNormalM2 (s = 1)", 0.897),
     "logistic-normal-prior/reparam": ("LogisticNormal", 0.923),
     "m2/st-gumbel": ("STGumbelSoftmaxM2", 0.890),
