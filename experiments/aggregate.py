@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ppl_ssvae.io import save_figure, write_json, write_text  # noqa: E402
 
@@ -169,20 +170,34 @@ def markdown(summary: dict) -> str:
 
 
 def accuracy_figure(curves: dict[str, list[list[float]]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for i, (key, runs) in enumerate(sorted(curves.items())):
+    """Validation accuracy per epoch, mean and a band of one std over seeds; the legend
+    lists the models in the order of their final accuracy, top to bottom."""
+    stats = {}
+    for key, runs in curves.items():
         length = min(len(r) for r in runs)
         values = 100 * np.array([r[:length] for r in runs])
-        epochs = np.arange(1, length + 1)
-        mean, std = values.mean(0), values.std(0)
-        ax.plot(epochs, mean, color=f"C{i % 10}", label=f"{key} ({len(runs)} seeds)")
-        ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2, lw=0)
+        stats[key] = (values.mean(0), values.std(0), len(runs))
+    order = sorted(stats, key=lambda k: -stats[k][0][-1])
+    colours = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
+    many = len(order) > 4
+    fig, ax = plt.subplots(figsize=(9.5 if many else 7.5, 4.5))
+    for i, key in enumerate(order):
+        mean, std, seeds = stats[key]
+        epochs = np.arange(1, len(mean) + 1)
+        colour = colours[i % len(colours)]
+        ax.plot(epochs, mean, color=colour, marker="o" if len(mean) <= 10 else None,
+                markersize=3, label=f"{key} ({seeds} seeds)")
+        ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
            title="MNIST, 100 labels: validation accuracy (mean ± std over seeds)")
-    low = min(min(min(r) for r in runs) for runs in curves.values())
-    ax.set_ylim(max(0.0, 100 * low - 2), 100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    low = min(float((mean - std).min()) for mean, std, _ in stats.values())
+    ax.set_ylim(max(0.0, low - 2), 100)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    if many:
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
