@@ -311,8 +311,15 @@ assert t_gumbel < t_enum < K * t_gumbel
 #   (`--temperature-decay`, `--temperature-min`).
 # - **Noise.** One sampled label replaces an exact sum, so the estimate of the objective
 #   varies more from draw to draw.
+# - **A choice of KL.** With $y$ relaxed in model and guide alike (`--inference gumbel`),
+#   the KL term compares two relaxed densities. Jang et al. and the original code used the
+#   KL of the categoricals instead (`--inference gumbel-cat-kl`). The two differ where it
+#   matters: the relaxed KL keeps growing as $q(y \mid x)$ grows confident, the
+#   categorical one stops at $\log K$. On MNIST the first pulls the classifier back
+#   towards uniform (82.6% test accuracy after 5 epochs, against 89.2% for `gumbel-cat-kl`
+#   and 90.7% for the exact sum; see the README's results).
 #
-# Both, measured:
+# All three, measured:
 
 # %%
 logits = guide.classify(x_u).detach()
@@ -329,6 +336,19 @@ spread = {name: torch.tensor([p.loss(unlabelled) for _ in range(20)]).std().item
           for name, p in [("exact sum", pair), ("Gumbel-Softmax", gumbel_pair)]}
 print("std of the loss over 20 draws, nats per image:", {k: round(v, 3) for k, v in spread.items()})
 assert spread["Gumbel-Softmax"] > spread["exact sum"]
+
+uniform = torch.zeros(K)
+for margin in (0.0, 5.0, 10.0):
+    confident = torch.zeros(K)
+    confident[0] = margin  # class 0 ahead of the others by `margin` in the logits
+    q, p = (pyro.distributions.RelaxedOneHotCategorical(torch.tensor(0.5), logits=logits_)
+            for logits_ in (confident, uniform))
+    y = q.sample((20000,))
+    relaxed_kl = float((q.log_prob(y) - p.log_prob(y)).mean())
+    categorical_kl = float(torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=confident), torch.distributions.Categorical(logits=uniform)))
+    print(f"logit margin {margin:>4}: relaxed KL {relaxed_kl:5.2f} nats, categorical KL {categorical_kl:.2f}")
+assert categorical_kl <= math.log(K) < relaxed_kl - 3
 
 # %% [markdown]
 # ## 4. Swapping the inference method: one line
