@@ -42,6 +42,9 @@ from ppl_ssvae.relaxed import (
 )
 
 MAX_PLATE_NESTING = 1
+# the Gumbel-Softmax distribution by (categorical KL, straight-through)
+CONCRETE = {(False, False): Concrete, (False, True): ConcreteStraightThrough,
+            (True, False): CategoricalKLConcrete, (True, True): CategoricalKLConcreteStraightThrough}
 RELAXATIONS = ("gumbel", "st-gumbel", "logistic-normal")
 # where TraceGraph_ELBO keeps its running average of a site's downstream cost
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"
@@ -180,11 +183,7 @@ class RelaxedY(ExactY):
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
         if self.relaxation == "logistic-normal":
             return LogisticNormalSimplex(temperature, logits)
-        if self.categorical_kl:
-            cls = CategoricalKLConcreteStraightThrough if self.straight_through else \
-                CategoricalKLConcrete
-        else:
-            cls = ConcreteStraightThrough if self.straight_through else Concrete
+        cls = CONCRETE[self.categorical_kl, self.straight_through]
         return cls(temperature, logits=logits)
 
     prior = posterior = _distribution

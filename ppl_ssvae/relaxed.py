@@ -28,7 +28,7 @@ import math
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
-from torch.distributions import constraints, register_kl
+from torch.distributions import constraints, kl_divergence, register_kl
 from torch.distributions.utils import clamp_probs
 from torch.nn import functional as F
 
@@ -103,8 +103,7 @@ class CategoricalKLConcreteStraightThrough(CategoricalKLConcrete, ConcreteStraig
 
 @register_kl(CategoricalKLConcrete, CategoricalKLConcrete)
 def _categorical_kl(q: CategoricalKLConcrete, p: CategoricalKLConcrete) -> torch.Tensor:
-    log_q, log_p = q.logits.log_softmax(-1), p.logits.log_softmax(-1)
-    return (log_q.exp() * (log_q - log_p)).sum(-1)
+    return kl_divergence(dist.Categorical(logits=q.logits), dist.Categorical(logits=p.logits))
 
 
 class LogisticNormalSimplex(TorchDistribution):
