@@ -31,6 +31,12 @@ ORIGINAL = {
     "logistic-normal-prior/reparam": ("LogisticNormal", 0.923),
     "m2/st-gumbel": ("STGumbelSoftmaxM2", 0.890),
     "m2/score": ("ApproxM2", 0.875),
+    "m2/tracegraph": ("ApproxM2", 0.875),  # ApproxM2 plus a baseline: this library's improvement
+    # rows of the reproduction, named by their config (experiments/configs/NAME.json)
+    "m2-gumbel-cat-kl-s3": ("GumbelSoftmaxM2 (s = 3)", 0.941),
+    "m2-st-gumbel-cat-kl-s1": ("STGumbelSoftmaxM2", 0.890),
+    "m2-logistic-normal-cat-kl-s1": ("LogisticNormalM2 (s = 1)", 0.897),
+    "m2-logistic-normal-cat-kl-s3": ("LogisticNormalM2 (s = 3)", 0.939),
     "dirichlet/reparam": ("LogGamma", 0.874),
     "mlp/ml": ("MLP", 0.771),
 }
@@ -45,10 +51,9 @@ def _load_runs(results: Path, key: str, seeds: list[int], finished: bool = True
                ) -> list[tuple[dict, list[dict], Path]]:
     """(summary, metrics rows, directory) of the runs of ``key``: the finished ones, or
     with ``finished=False`` those stopped before they wrote a summary."""
-    model, inference = key.split("/")
     runs = []
     for seed in seeds:
-        directory = results / "runs" / f"{model}-{inference}" / f"seed{seed}"
+        directory = results / "runs" / key.replace("/", "-") / f"seed{seed}"
         summary, metrics = directory / "summary.json", directory / "metrics.jsonl"
         if metrics.exists() and summary.exists() == finished:
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -113,6 +118,8 @@ def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
             "seconds_per_epoch": statistics.fmean(s["seconds_per_epoch"] for s in sums),
             "device": sums[0].get("device", "cpu"),
         }
+        if key in ORIGINAL:
+            summary[key]["original"] = {"row": ORIGINAL[key][0], "valid_accuracy": ORIGINAL[key][1]}
         curves[key] = [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs]
         slug = key.replace("/", "-")
         for name in ("samples", "kl_per_dim"):
