@@ -325,4 +325,5 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         y = torch.eye(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class, -1)
         images = pair.model.decode(z, y)
     plots.class_samples(images, out / "samples.png",
-                        f"p(x | y, z), one row per class, the same z in each column: {name}")
+                        f"p(x | y, z), one row per class, the same z in each column: {name}",
+                        data.shape)
