@@ -52,7 +52,6 @@ def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = ""
         side = int(round(images.shape[-1] ** 0.5))
         shape = (side, side)
     height, width = shape if len(shape) == 2 else (1, shape[0])
-
     grid = images.reshape(k, s, height, width).permute(0, 2, 1, 3).reshape(k * height, s * width)
     fig, ax = plt.subplots(figsize=(s * 0.45 + 0.6, k * 0.45 + 0.4))
     ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
