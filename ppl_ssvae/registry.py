@@ -79,8 +79,8 @@ def _mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
 
 
 M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gumbel",
-                 "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal", "iwae",
-                 "iwae-logistic-normal")
+                 "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal",
+                 "logistic-normal-cat-kl", "iwae", "iwae-logistic-normal")
 CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")
 
 def _adgm(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
