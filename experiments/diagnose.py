@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(args.steps + 1):
         if step % args.every == 0:
             rows.append(measure(pair, probe, valid_x, valid_y, labelled_x, params, args.draws, step))
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                              for k, v in rows[-1].items() if k != "kl_y"}), flush=True)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else
+                                  [round(x, 3) for x in v]) for k, v in rows[-1].items()}),
+                  flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_json(args.out / "diagnosis.json", {"row": key, "settings": settings.to_dict(),
+                                                     "rows": rows})
         if step == args.steps:
             break
         if step % steps_per_epoch == 0:
@@ -182,9 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         pair.train()
         batch = draw_batch(data, labelled, settings, order, step % steps_per_epoch, g)
         take_step(pair, optimizer, batch, step, settings)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "diagnosis.json", {"row": key, "settings": settings.to_dict(),
-                                             "rows": rows})
     figure(rows, args.out / "diagnosis.png", f"{key} {changes or ''}, seed {args.seed}")
     print(f"wrote {args.out}/diagnosis.json and diagnosis.png")
     return 0

@@ -55,7 +55,10 @@ def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
 
 
 def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
-    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family)
+    # softmax(a / tau) with a ~ N(0, I) is softmax(a') with a' ~ N(0, I / tau^2): the
+    # original's sharpening s = 1 / tau, written as the prior's scale
+    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family,
+                               scale=1.0 / s.temperature)
 
 
 def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
