@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.every == 0:
             rows.append(measure(pair, probe, valid_x, valid_y, labelled_x, params, args.draws, step))
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else
-                                  [round(x, 3) for x in v]) for k, v in rows[-1].items()}),
-                  flush=True)
+                                  [round(x, 3) for x in v] if isinstance(v, list) else v)
+                              for k, v in rows[-1].items()}), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
             write_json(args.out / "diagnosis.json", {"row": key, "settings": settings.to_dict(),
                                                      "rows": rows})
