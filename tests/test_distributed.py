@@ -263,3 +263,11 @@ def test_a_checkpoint_of_another_world_size_is_refused(capsys, two_ranks, tmp_pa
     assert_error(code, capsys.readouterr().err,
                  "was written by a run of 2 process(es) and this run has 1",
                  "resume it under torchrun with 2 processes in all")
+
+
+def test_help_says_the_batch_is_global(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "unlabelled examples per step, in all: under torchrun the global batch" in text
+    assert "global under torchrun" in text
