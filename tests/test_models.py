@@ -147,7 +147,7 @@ def test_dirichlet_kl_term_equals_its_closed_form(tiny):
 
 @pytest.mark.parametrize(("model", "inference"), [
     ("dirichlet", "analytic-kl"), ("logistic-normal-prior", "analytic-kl"),
-    ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl")])
+    ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl"), ("m2", "logistic-normal-cat-kl")])
 def test_analytic_kl_swaps_monte_carlo_kl_for_the_closed_form(tiny, model, inference):
     """With the same draws, TraceMeanField_ELBO differs from Trace_ELBO by exactly
     sum over sites of (one-draw estimate of the KL - the closed-form KL); for the
