@@ -78,9 +78,15 @@ class Settings:
     max_steps: int | None = field(
         default=None, metadata={"help": "stop after this many steps in all (smoke runs)"}
     )
-    batch_size: int = field(default=100, metadata={"help": "unlabelled examples per step"})
+    batch_size: int = field(
+        default=100,
+        metadata={"help": "unlabelled examples per step, in all: under torchrun the global batch, "
+                  "split evenly over the processes (a multiple of their number)"},
+    )
     labelled_batch_size: int = field(
-        default=100, metadata={"help": "labelled examples per step, drawn with replacement"}
+        default=100,
+        metadata={"help": "labelled examples per step, drawn with replacement; global under "
+                  "torchrun, as --batch-size"},
     )
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     lr_decay: float = field(
