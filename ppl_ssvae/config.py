@@ -20,7 +20,9 @@ class Settings:
         default="enum", metadata={"help": "inference method for y (see `ppl-ssvae list`)"}
     )
     dataset: str = field(
-        default="mnist", metadata={"help": "mnist, or synthetic (random data of MNIST's shape)"}
+        default="mnist",
+        metadata={"help": "mnist, two-digit-mnist (100 classes, 28 x 56: two MNIST digits side by "
+                  "side), or synthetic (random data of MNIST's shape)"}
     )
     data_dir: str | None = field(
         default=None,

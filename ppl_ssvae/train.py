@@ -324,6 +324,6 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         z = z.expand(k, -1, -1)  # the same z in every row: the rows differ by class only
         y = torch.eye(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class, -1)
         images = pair.model.decode(z, y)
-    plots.class_samples(images, out / "samples.png",
-                        f"p(x | y, z), one row per class, the same z in each column: {name}",
-                        data.shape)
+    layout = ("one row per class, the same z in each column" if k <= plots.MAX_ROWS
+              else "one class per cell, the same z in every cell")
+    plots.class_samples(images, out / "samples.png", f"p(x | y, z), {layout}: {name}", data.shape)
