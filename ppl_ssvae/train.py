@@ -362,6 +362,8 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
     return {
         "model": settings.model,
         "inference": settings.inference,
+        "dataset": settings.dataset,
+        "classes": data.num_classes,
         "labels": settings.labels,
         "seed": settings.seed,
         "epochs": state.epoch,
