@@ -39,7 +39,7 @@ from ppl_ssvae.checkpoint import (
     set_pyro_side_params,
 )
 from ppl_ssvae.config import Settings, validate
-from ppl_ssvae.io import prepare_output_dir, write_json, write_jsonl
+from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
 from ppl_ssvae.registry import MODELS, build, check
 
@@ -92,7 +92,15 @@ def train(settings: Settings) -> dict:
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would."""
     validate(settings)
     check(settings.model, settings.inference)  # before the data is read
-    out = prepare_output_dir(settings.out)
+    with run_directory(settings.out, settings.resume) as out:  # held, and locked, till the end
+        try:
+            return _train(settings, out)
+        except WriteError as e:
+            raise TrainingError(f"{e}; once that is fixed, rerun with --resume to go on from "
+                                f"the last checkpoint") from None
+
+
+def _train(settings: Settings, out: Path) -> dict:
     device = torch.device(settings.device)
     seed_everything(settings.seed)
     pyro.clear_param_store()
@@ -110,6 +118,7 @@ def train(settings: Settings) -> dict:
     checkpoint_path = out / "checkpoint.pt"
     if settings.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g)
+        _check_goes_on(state, settings, checkpoint_path)
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
     write_json(out / "config.json", settings.to_dict())
@@ -165,8 +174,19 @@ def train(settings: Settings) -> dict:
                 if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
                         and progress.position < steps_per_epoch and state.step < total_steps):
                     checkpoint()  # mid-epoch; the epoch's end writes its own
+            if progress.position < steps_per_epoch:
+                break  # --max-steps in mid-epoch: the epoch stays open, for --resume to go on
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
+            write_jsonl(out / "metrics.jsonl", state.history)
+        if state.in_epoch is not None:  # stopped in mid-epoch by --max-steps
+            if saved_at != state.step:
+                checkpoint()  # the open epoch: data order, position, sums
+            # reported as a partial epoch, kept out of the checkpoint: a resumed run goes
+            # on with the epoch, and its rows are those of a run never stopped
+            lr = optimizer.param_groups[0]["lr"]
+            state.history.append(epoch_row(pair, data, settings, state, state.epoch + 1,
+                                           examples_per_step, lr) | {"partial": True})
             write_jsonl(out / "metrics.jsonl", state.history)
     finally:
         bar.close()
@@ -207,19 +227,46 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
                  scheduler, examples_per_step: int) -> None:
     """Close the epoch in ``state.in_epoch``: its metrics row, the best-validation
     record, the learning-rate schedule."""
-    progress = state.in_epoch
-    scheduler.step()
+    with warnings.catch_warnings():  # an epoch whose every step was skipped: no optimizer.step()
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        scheduler.step()
     state.epoch += 1
-    state.skipped += progress.skipped
-    taken = max(1, progress.position - progress.skipped)
-    seconds = max(progress.seconds, 1e-9)
-    row = {"epoch": state.epoch, "step": state.step, "seconds": progress.seconds,
-           "examples_per_second": progress.position * examples_per_step / seconds,
-           **{key: value / taken for key, value in progress.sums.items()},
-           "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
-    row.update(_evaluate(pair, data, settings, state))
-    state.history.append(row)
+    state.skipped += state.in_epoch.skipped
+    state.history.append(epoch_row(pair, data, settings, state, state.epoch, examples_per_step,
+                                   scheduler.optimizer.param_groups[0]["lr"]))
     state.in_epoch = None
+
+
+def epoch_row(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State, epoch: int,
+              examples_per_step: int, lr: float) -> dict:
+    """The metrics row of the epoch in ``state.in_epoch`` (so far): mean loss terms over
+    the steps taken (null where every step was skipped), validation accuracy, KL per
+    dimension; updates the best-validation record."""
+    progress = state.in_epoch
+    taken = progress.position - progress.skipped
+    seconds = max(progress.seconds, 1e-9)
+    row = {"epoch": epoch, "step": state.step, "seconds": progress.seconds,
+           "examples_per_second": progress.position * examples_per_step / seconds,
+           **{key: value / taken if taken else None for key, value in progress.sums.items()},
+           "skipped_steps": progress.skipped, "lr": lr}
+    row.update(_evaluate(pair, data, settings, state, epoch))
+    return row
+
+
+def _check_goes_on(state: State, settings: Settings, path: Path) -> None:
+    """A resumed run may go on from its checkpoint, never back: refuse --epochs or
+    --max-steps short of what the checkpoint has done (its config.json and summary.json
+    would disagree)."""
+    epochs = state.epoch + (state.in_epoch is not None)  # one begun counts
+    if settings.epochs < epochs:
+        begun = " (the last of them begun)" if state.in_epoch is not None else ""
+        raise TrainingError(f"--epochs {settings.epochs} is fewer than the {epochs} epochs{begun} "
+                            f"{path} has run: resume with --epochs {epochs} or more, or start "
+                            f"over in another --out")
+    if settings.max_steps is not None and settings.max_steps < state.step:
+        raise TrainingError(f"--max-steps {settings.max_steps} is fewer than the {state.step} "
+                            f"steps {path} has taken: resume with --max-steps {state.step} or "
+                            f"more, or start over in another --out")
 
 
 def _fault(pair: SSVAE, terms: dict) -> str | None:
@@ -260,13 +307,14 @@ def _restore_side_state(pair: SSVAE, saved: dict) -> None:
     set_pyro_side_params(saved["pyro"], device)
 
 
-def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State) -> dict:
+def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
+              epoch: int) -> dict:
     bs = settings.eval_batch_size
     valid_accuracy = evaluate.accuracy(pair, data.valid.x, data.valid.y, bs)
     kl = evaluate.kl_per_dimension(pair, data.valid.x[:KL_SUBSET], bs)
     row = {"valid_accuracy": valid_accuracy, "kl_per_dim": [round(v, 5) for v in kl.tolist()]}
     if valid_accuracy > state.best["valid_accuracy"]:
-        state.best = {"valid_accuracy": valid_accuracy, "epoch": state.epoch,
+        state.best = {"valid_accuracy": valid_accuracy, "epoch": epoch,
                       "test_accuracy": evaluate.accuracy(pair, data.test.x, data.test.y, bs)}
     return row
 
@@ -291,7 +339,7 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "best_epoch": state.best.get("epoch"),
         "seconds_per_epoch": train_seconds / max(1, len(history)),
         "examples_per_second": examples / train_seconds if train_seconds else None,
-        "skipped_steps": state.skipped,
+        "skipped_steps": state.skipped + (state.in_epoch.skipped if state.in_epoch else 0),
         "device": settings.device,
     }
 
