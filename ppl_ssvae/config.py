@@ -97,8 +97,8 @@ class Settings:
     resume: bool = field(
         default=False,
         metadata={"help": "continue from OUT/checkpoint.pt if it exists, ending exactly as an "
-                  "uninterrupted run; only --epochs, --max-steps, --on-nan and how to report "
-                  "may differ from that run's settings"},
+                  "uninterrupted run; only --epochs, --max-steps (not fewer than already done), "
+                  "--on-nan and how to report may differ from that run's settings"},
     )
     checkpoint_every: int = field(
         default=250,

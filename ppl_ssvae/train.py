@@ -10,9 +10,11 @@ best validation epoch and at the last.
 Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
 every ``--checkpoint-every`` steps within an epoch, every file is replaced
 atomically, and ``--resume`` goes on from the last checkpoint to exactly the
-results of an uninterrupted run. A loss or gradient that is not finite stops the
-run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
-skip`` the step is undone and counted.
+results of an uninterrupted run; ``--max-steps`` reached inside an epoch leaves it
+open, so a resumed run continues it. The run holds its directory
+(``ppl_ssvae.io.run_directory``) against a second run for as long as it lasts.
+A loss or gradient that is not finite stops the run (``NumericalFault``) before it
+touches the parameters, or with ``--on-nan skip`` the step is undone and counted.
 """
 
 from __future__ import annotations
