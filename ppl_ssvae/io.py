@@ -197,7 +197,7 @@ def _lock(path: Path) -> int | None:
     except OSError:  # ENOLCK, EOPNOTSUPP: a network file system without locks
         os.close(fd)
         return None
-    command = " ".join([os.path.basename(sys.argv[0]) or "python", *sys.argv[1:]])
+    command = " ".join([os.path.basename(sys.argv[0]) or "python", *sys.argv[1:]])[:1000]
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
               "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
     try:
@@ -211,7 +211,7 @@ def _lock(path: Path) -> int | None:
 def _holder(fd: int, longest: int = 100) -> str:
     """'pid 123 on host, `ppl-ssvae train ...`, since ...' from the lock file's note."""
     try:
-        note = json.loads(os.pread(fd, 4096, 0).decode())
+        note = json.loads(os.pread(fd, 1 << 16, 0).decode())
         command = note["command"]
         if len(command) > longest:
             command = command[:longest - 3] + "..."

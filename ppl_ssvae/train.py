@@ -230,7 +230,7 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
     """Close the epoch in ``state.in_epoch``: its metrics row, the best-validation
     record, the learning-rate schedule."""
     with warnings.catch_warnings():  # an epoch whose every step was skipped: no optimizer.step()
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
         scheduler.step()
     state.epoch += 1
     state.skipped += state.in_epoch.skipped
