@@ -56,7 +56,9 @@ class Settings:
         metadata={"help": "ramp the classifier weight linearly from 1%% to 100%% over this many steps"},
     )
     temperature: float = field(
-        default=1.0, metadata={"help": "temperature of the relaxed y (gumbel, st-gumbel, logistic-normal)"}
+        default=1.0, metadata={"help": "temperature tau = 1/s of the relaxed y (gumbel, st-gumbel, "
+                                    "logistic-normal); for logistic-normal-prior, the prior of "
+                                    "the class scores is N(0, I / tau^2)"}
     )
     temperature_min: float = field(
         default=1.0, metadata={"help": "floor of the temperature schedule"}
