@@ -17,7 +17,9 @@ $(STAMP): setup.py Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ppl-ssvae train --model m2 --inference enum --labels 100 --epochs 3 --seed 0 --out runs/demo
+	# --resume: a second `make demo` finds the run done (or finishes a stopped one) instead
+	# of being refused for starting a new run in the old one's directory
+	$(BIN)/ppl-ssvae train --model m2 --inference enum --labels 100 --epochs 3 --seed 0 --out runs/demo --resume
 	@echo "Figures of the demo run are in runs/demo/*.png"
 
 lint: $(STAMP)

@@ -21,7 +21,8 @@ fixed batches, records:
   images (positive: the unlabelled term teaches the classifier the right classes;
   negative: it teaches them away). The classifier term's gradient norm is beside it.
 
-Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``.
+Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``;
+``--compare DIR ... --out FIGURE.png`` draws several diagnoses in one figure.
 """
 
 from __future__ import annotations
@@ -114,32 +115,54 @@ def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step:
     return row
 
 
-def figure(rows: list[dict], path: Path, title: str) -> None:
-    steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    axes[0].plot(steps, [100 * r["valid_accuracy"] for r in rows], marker="o", ms=3)
-    axes[0].set(title="validation accuracy (%)", xlabel="step")
-    axes[1].plot(steps, [r["margin_labelled"] for r in rows], marker="o", ms=3, label="labelled")
-    axes[1].plot(steps, [r["margin_valid"] for r in rows], marker="o", ms=3, label="validation")
-    axes[1].set(title="top-2 logit margin", xlabel="step")
-    axes[1].legend(frameon=False)
-    axes[2].plot(steps, [r["elbo_grad_cosine_with_heldout_descent"] for r in rows], marker="o", ms=3)
-    axes[2].axhline(0, color="grey", lw=0.8)
-    axes[2].set(title="cos(ELBO grad, held-out CE descent)", xlabel="step")
-    axes[3].semilogy(steps, [r["elbo_grad_relative_variance"] for r in rows], marker="o", ms=3)
-    axes[3].set(title="relative variance of the ELBO grad", xlabel="step")
-    for ax in axes:
+PANELS = [  # (title, y of a row, log scale)
+    ("validation accuracy (%)", lambda r: 100 * r["valid_accuracy"], False),
+    ("top-2 logit margin, validation images", lambda r: r["margin_valid"], False),
+    ("KL of the classifier's q from the prior\n(nats, mean per dimension)",
+     lambda r: sum(r["kl_y"]) / len(r["kl_y"]), False),
+    ("cos(unlabelled ELBO gradient,\nheld-out cross-entropy descent)",
+     lambda r: r["elbo_grad_cosine_with_heldout_descent"], False),
+    ("relative variance of the\nunlabelled ELBO gradient", lambda r: r["elbo_grad_relative_variance"],
+     True),
+]
+
+
+def figure(runs: dict[str, list[dict]], path: Path, title: str) -> None:
+    """One panel per measurement, one line per run."""
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.8))
+    for name, rows in runs.items():
+        steps = [r["step"] for r in rows]
+        for ax, (_, value, _) in zip(axes, PANELS, strict=True):
+            ax.plot(steps, [value(r) for r in rows], marker="o", ms=3, label=name)
+    for ax, (panel, _, log) in zip(axes, PANELS, strict=True):
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("step")
+        if log:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    axes[3].axhline(0, color="grey", lw=0.8)
+    if len(runs) > 1:
+        axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
+def compare(directories: list[Path], path: Path, title: str) -> None:
+    """The figure of several diagnoses, each named by its directory."""
+    runs = {d.name: json.loads((d / "diagnosis.json").read_text())["rows"] for d in directories}
+    figure(runs, path, title)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", required=True,
+    parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="only draw the diagnoses in these directories into one figure, "
+                        "--out (a .png)")
+    parser.add_argument("--title", default="", help="the --compare figure's title")
+    parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=100)
@@ -151,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.compare:
+        compare(args.compare, args.out, args.title)
+        print(f"wrote {args.out}")
+        return 0
+    if not args.row:
+        parser.error("--row is required (or --compare)")
 
     key, model, inference, config = resolve(args.row)
     changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -186,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         pair.train()
         batch = draw_batch(data, labelled, settings, order, step % steps_per_epoch, g)
         take_step(pair, optimizer, batch, step, settings)
-    figure(rows, args.out / "diagnosis.png", f"{key} {changes or ''}, seed {args.seed}")
+    changed = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
+                        for k, v in changes.items())
+    figure({key: rows}, args.out / "diagnosis.png",
+           f"{key}{' (' + changed + ')' if changed else ''}, seed {args.seed}")
     print(f"wrote {args.out}/diagnosis.json and diagnosis.png")
     return 0
 

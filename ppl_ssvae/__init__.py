@@ -1,11 +1,45 @@
 """ppl-ssvae: semi-supervised variational autoencoders as Pyro model/guide pairs."""
 
-from ppl_ssvae.batch import Batch, one_hot
-from ppl_ssvae.config import Settings
-from ppl_ssvae.data import load_mnist
-from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import MODELS, build
-from ppl_ssvae.train import train  # after the submodule import, so `ppl_ssvae.train` is the function
+from contextlib import contextmanager as _contextmanager
+
+
+@_contextmanager
+def _quiet_interrupt():
+    """When this process is the ``ppl-ssvae`` command, a Ctrl-C while torch and Pyro are
+    being imported (the first second or two) ends it with one line and status 130, not a
+    50-line traceback from deep inside an import. A library user's process is left
+    alone."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    argv = getattr(sys, "orig_argv", [])
+    command = (os.path.basename(sys.argv[0]) if sys.argv else "") == "ppl-ssvae" or any(
+        a == "-m" and b == "ppl_ssvae" for a, b in zip(argv, argv[1:], strict=False))
+    if (not command or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def interrupted(signum, frame):
+        print("ppl-ssvae: interrupted", file=sys.stderr, flush=True)
+        os._exit(130)  # at once: no half-imported module gets to catch an exception
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+with _quiet_interrupt():
+    from ppl_ssvae.batch import Batch, one_hot
+    from ppl_ssvae.config import Settings
+    from ppl_ssvae.data import load_mnist
+    from ppl_ssvae.objective import SSVAE
+    from ppl_ssvae.registry import MODELS, build
+    from ppl_ssvae.train import train  # after the submodule import: `ppl_ssvae.train` is the function
 
 __version__ = "0.1.0"
 __all__ = ["Batch", "MODELS", "SSVAE", "Settings", "build", "load_mnist", "one_hot", "train"]

@@ -436,15 +436,18 @@ def write_outputs(rows: list[dict], out: str | os.PathLike) -> None:
 
 def main(args) -> int:
     """``ppl-ssvae bench``; raises ``SettingsError`` for bad options."""
-    from ppl_ssvae.config import SettingsError
+    from ppl_ssvae.config import SettingsError, check_device
+    from ppl_ssvae.io import prepare_output_dir
 
     for name in ("repeats", "warmup", "threads"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise SettingsError(f"--{name} must be {'>= 0' if name == 'warmup' else 'positive'}, "
                                 f"got {value}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SettingsError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    check_device(args.device)
+    if out:  # before the timing: a target that cannot be written is refused at once
+        prepare_output_dir(out)
     torch.set_num_threads(args.threads)
     changes = {k: getattr(args, k) for k in ("repeats", "warmup") if getattr(args, k) is not None}
     changes.update(device=args.device, data_dir=args.data_dir)
@@ -455,7 +458,6 @@ def main(args) -> int:
     plan = Plan.quick_plan(**changes) if args.quick else Plan(**changes)
     started = time.perf_counter()
     rows = run(plan, log=lambda message: print(message, file=sys.stderr, flush=True))
-    out = args.out or (None if args.quick else DEFAULT_OUT)
     if out:
         write_outputs(rows, out)
     if args.json:

@@ -2,7 +2,9 @@
 
 The options of ``train`` are generated from ``Settings``, so every setting has
 a flag and ``--help`` documents it. Errors a user can fix print one line and
-exit with status 2; a run stopped by a non-finite loss or gradient exits with 3.
+exit with status 2; a run stopped by a non-finite loss or gradient exits with 3;
+Ctrl-C exits with 130, and output to a pipe closed early (``| head``) with 141,
+as a process killed by SIGPIPE would, once the outputs are written.
 Under torchrun every rank runs ``train`` and fails alike; rank 0 alone prints.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -20,6 +23,8 @@ from ppl_ssvae.data import DataError
 
 EXIT_USAGE = 2  # bad input: the message says what to change
 EXIT_NUMERICAL_FAULT = 3  # a non-finite loss or gradient stopped training
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 class UserError(Exception):
@@ -172,13 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     from ppl_ssvae.train import NumericalFault, TrainingError
 
     args = build_parser().parse_args(argv)
+    _replace_unencodable(sys.stdout)
 
     def say(message: str) -> None:  # under torchrun every rank has the same to say
         if is_main():
             print(message, file=sys.stderr)
 
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # now, so that a closed pipe is seen here and not at exit
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except NumericalFault as e:
         say(f"ppl-ssvae: error: {e}")
         return EXIT_NUMERICAL_FAULT
@@ -187,8 +198,29 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ppl-ssvae: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        say("ppl-ssvae: interrupted; rerun with --resume to continue from the last checkpoint")
-        return 130
+        resume = "; rerun with --resume to continue from the last checkpoint"
+        say(f"ppl-ssvae: interrupted{resume if args.command == 'train' else ''}")
+        return EXIT_INTERRUPTED
+
+
+def _replace_unencodable(stream) -> None:
+    """A path the terminal's encoding cannot show (PYTHONIOENCODING=ascii and --out
+    café) is printed with backslash escapes rather than failing the command."""
+    try:
+        stream.reconfigure(errors="backslashreplace")
+    except (AttributeError, ValueError, OSError):  # not a TextIOWrapper, or detached
+        pass
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the closed pipe goes
+    nowhere, instead of failing again when Python flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

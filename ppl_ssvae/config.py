@@ -124,8 +124,8 @@ class Settings:
     resume: bool = field(
         default=False,
         metadata={"help": "continue from OUT/checkpoint.pt if it exists, ending exactly as an "
-                  "uninterrupted run; only --epochs, --max-steps, --on-nan and how to report "
-                  "may differ from that run's settings"},
+                  "uninterrupted run; only --epochs, --max-steps (not fewer than already done), "
+                  "--on-nan and how to report may differ from that run's settings"},
     )
     checkpoint_every: int = field(
         default=250,
@@ -151,6 +151,9 @@ class Settings:
         if "hidden" in kept:
             kept["hidden"] = tuple(kept["hidden"])
         return cls(**kept)
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 class SettingsError(ValueError):
@@ -190,6 +193,12 @@ def validate(settings: Settings) -> Settings:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if settings.time_clock not in ("cpu", "wall"):
         raise SettingsError(f"--time-clock takes cpu or wall, got {settings.time_clock!r}")
+    if settings.classifier_ramp_steps < 0:
+        raise SettingsError(f"--classifier-ramp-steps must be 0 (no ramp) or positive, got "
+                            f"{settings.classifier_ramp_steps}")
+    if not 0 <= settings.seed <= MAX_SEED:
+        raise SettingsError(f"--seed must lie in 0..{MAX_SEED} (what numpy accepts), got "
+                            f"{settings.seed}")
     if settings.checkpoint_every < 0:
         raise SettingsError(f"--checkpoint-every must be 0 (epoch ends only) or positive, got "
                             f"{settings.checkpoint_every}")
@@ -200,10 +209,25 @@ def validate(settings: Settings) -> Settings:
                             f"{settings.activation!r}")
     if settings.on_nan not in ("stop", "skip"):
         raise SettingsError(f"--on-nan takes stop or skip, got {settings.on_nan!r}")
-    if settings.device.startswith("cuda"):
-        import torch
+    check_device(settings.device)
+    return settings
 
+
+def check_device(name: str) -> None:
+    """Refuse a ``--device`` that is not cpu or a CUDA device torch can see."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise SettingsError(f"--device takes cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SettingsError("--device cuda asked for, but torch sees no CUDA device: "
                                 "use --device cpu")
-    return settings
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SettingsError(f"--device {name}: torch sees {count} CUDA device"
+                                f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")

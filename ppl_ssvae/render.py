@@ -31,6 +31,7 @@ from pyro.infer.inspect import generate_graph_specification, get_model_relations
 
 from ppl_ssvae.batch import Batch, one_hot
 from ppl_ssvae.config import Settings
+from ppl_ssvae.io import OutputError, prepare_output_dir
 from ppl_ssvae.registry import MODELS, build, check
 
 FORMATS = ("png", "svg")
@@ -173,6 +174,8 @@ def render(model: str, inference: str | None = None, guide: bool = False,
     check(model, inference)
     if out is not None and Path(out).suffix.lstrip(".") not in FORMATS:
         raise RenderError(f"--out must end in .png or .svg, got {str(out)!r}")
+    if out is not None:  # before the drawing: a target that cannot be written is refused now
+        _check_target(Path(out))
     require_graphviz()
     # the drawing depends on which sites feed which, not on network sizes: keep them small
     settings = Settings(model=model, inference=inference, hidden=(16,), z_dim=4,
@@ -186,11 +189,19 @@ def render(model: str, inference: str | None = None, guide: bool = False,
                  plate_sizes={"unlabelled": batch.n_u, "labelled": batch.n_l})
     if out is not None:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".png":
             graph.attr(dpi="110")
         graph.render(outfile=str(out), cleanup=True)
     return graph
+
+
+def _check_target(path: Path) -> None:
+    """``path`` can be written: its directory exists (made if need be) and takes new files,
+    and it is not itself a directory; ``OutputError`` if not."""
+    prepare_output_dir(path.parent, f"--out {path}: its directory {path.parent}")
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a directory: name the picture's file, e.g. "
+                          f"{path / 'model.png'}")
 
 
 def render_all(directory: str | Path, fmt: str = "png", guide: bool = True) -> list[Path]:
@@ -198,6 +209,7 @@ def render_all(directory: str | Path, fmt: str = "png", guide: bool = True) -> l
     default inference method."""
     if fmt not in FORMATS:
         raise RenderError(f"--format takes png or svg, got {fmt!r}")
+    prepare_output_dir(directory)
     paths = []
     for name in MODELS:
         path = Path(directory) / f"model-{name}.{fmt}"

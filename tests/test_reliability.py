@@ -20,7 +20,7 @@ import torch
 from clitools import FAST, RunsCode, assert_error, one_thread, train_cli  # noqa: F401 (fixture)
 from ppl_ssvae.checkpoint import VERSION, read_checkpoint
 from ppl_ssvae.cli import main
-from ppl_ssvae.io import atomic_write, prepare_output_dir, write_text
+from ppl_ssvae.io import WriteError, atomic_write, run_directory, write_text
 from ppl_ssvae.objective import SSVAE
 
 train_module = importlib.import_module("ppl_ssvae.train")  # ppl_ssvae.train is also a function
@@ -190,6 +190,21 @@ def test_skipped_steps_are_counted_and_undone(capsys, tmp_path, monkeypatch):
     assert batch_norm_statistics and all(torch.isfinite(v).all() for v in batch_norm_statistics)
 
 
+def test_an_epoch_with_every_step_skipped_has_no_loss(capsys, tmp_path, monkeypatch):
+    """Its loss terms are unknown, not 0.0; the figures are drawn all the same."""
+    out = tmp_path / "run"
+    poison_batches(monkeypatch, set(range(10)))  # the first epoch's 10 steps
+    code, err = train_cli(capsys, "--on-nan", "skip", "--epochs", "2", "--figures",
+                          "--out", str(out))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["skipped_steps"] for row in rows] == [10, 0]
+    assert [row[key] for key in ("loss", "negative_elbo", "classifier") for row in rows[:1]] == [
+        None, None, None]
+    assert all(np.isfinite(rows[1][key]) for key in ("loss", "negative_elbo", "classifier"))
+    assert (out / "learning_curves.png").exists()
+
+
 @pytest.mark.parametrize("fault, phrase", [
     ("loss", "step 1: the negative ELBO term of the loss is nan"),
     ("gradient", "step 1: the gradient of guide.classifier.first.linears.0.weight is not finite"),
@@ -220,7 +235,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_litter(tmp_path):
         f.write(b"new and incomplete")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=f"cannot write {target} \\(disk full\\)"):
         atomic_write(target, fails_halfway)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
@@ -238,5 +253,5 @@ def test_stray_temporary_files_of_a_killed_run_are_removed(tmp_path):
     keep = [tmp_path / ".my-notes.tmp", tmp_path / "notes.txt", tmp_path / "checkpoint.pt"]
     for path in [stray, *keep]:
         path.write_text("")
-    prepare_output_dir(tmp_path)
-    assert not stray.exists() and all(path.exists() for path in keep)
+    with run_directory(tmp_path, resume=True):
+        assert not stray.exists() and all(path.exists() for path in keep)

@@ -113,3 +113,36 @@ def test_killed_between_epochs_and_resumed_with_more_epochs(tmp_path, uninterrup
 
     run(out, "--resume", "--checkpoint-every", "0")
     assert results(out) == uninterrupted
+
+
+def test_stopped_by_max_steps_in_mid_epoch_and_resumed(tmp_path, uninterrupted):
+    """--max-steps reached inside an epoch leaves the epoch open: the checkpoint holds its
+    data order and position, metrics.jsonl reports it as partial, and a resumed run
+    goes on with it rather than drawing a new order."""
+    out = tmp_path / "run"
+    run(out, "--max-steps", "15")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["epoch"], row["step"], row.get("partial")) for row in rows] == [
+        (1, 10, None), (2, 15, True)]
+    saved = read_checkpoint(out / "checkpoint.pt")
+    assert (saved["step"], saved["epoch"], saved["in_epoch"]["position"]) == (15, 1, 5)
+    assert len(saved["history"]) == 1  # the partial row is a report, not part of the run
+
+    run(out, "--resume")
+    assert results(out) == uninterrupted
+
+
+def test_resume_after_max_steps_equals_the_straight_run(tmp_path):
+    """The case as reported: 40 steps an epoch, stopped at 30, resumed to 60."""
+    from clitools import FAST
+    from ppl_ssvae.cli import main
+
+    common = ["train", *FAST, "--epochs", "2", "--batch-size", "50", "--seed", "1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([*common, "--max-steps", "60", "--out", str(straight)]) == 0
+    assert main([*common, "--max-steps", "30", "--out", str(resumed)]) == 0
+    assert main([*common, "--max-steps", "60", "--resume", "--out", str(resumed)]) == 0
+    rows, summary = results(straight)
+    assert [(row["step"], row.get("partial")) for row in rows] == [(40, None), (60, True)]
+    assert summary["steps"] == 60 and summary["epochs"] == 1
+    assert results(resumed) == (rows, summary)

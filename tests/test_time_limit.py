@@ -62,7 +62,9 @@ def test_stopped_on_the_time_limit_then_resumed_ends_as_an_uninterrupted_run(cap
     assert summary["steps"] == 6 and summary["epochs"] == 0  # 6 steps of 0.5 s: 3 s
     assert summary["epochs_trained"] == pytest.approx(0.6)
     assert (summary["train_cpu_seconds"], summary["train_wall_seconds"]) == (3.0, 1.5)
-    assert (out / "metrics.jsonl").read_text() == ""  # no epoch finished
+    # no epoch finished: the open one is reported as partial
+    assert [(row["step"], row.get("partial")) for row in read_rows(out / "metrics.jsonl")] == [
+        (6, True)]
     assert [row["step"] for row in evaluations] == [6]  # measured where it stopped
     assert summary["final_valid_accuracy"] == evaluations[-1]["valid_accuracy"]
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -73,7 +75,8 @@ def test_stopped_on_the_time_limit_then_resumed_ends_as_an_uninterrupted_run(cap
     assert [(row["step"], row["cpu_seconds"]) for row in evaluations] == [(6, 3.0), (10, 5.0),
                                                                           (14, 7.0)]
     assert evaluations[1]["epoch"] == 1 and evaluations[2]["epoch"] == pytest.approx(1.4)
-    assert len(read_rows(out / "metrics.jsonl")) == 1
+    assert [(row["step"], row.get("partial")) for row in read_rows(out / "metrics.jsonl")] == [
+        (10, None), (14, True)]
 
     again, _ = train(capsys, out, "--time-limit", "7", "--resume")  # nothing left to do
     assert again["steps"] == 14

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,14 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt compressed stream
         raise DataError(f"{path} is not a readable .gz file ({e}): replace it") from None
     if len(data) < 4:
         raise DataError(f"{path} is not an IDX file: replace it")
     _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if ndim == 0:
+        raise DataError(f"{path} is an IDX file of no dimensions, not an array: replace it with "
+                        f"the file of that name")
     if dtype_code != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (type code {dtype_code:#04x}): "
                         f"replace it with the file of that name")
@@ -104,6 +108,16 @@ def checked(data: Dataset) -> Dataset:
     return data
 
 
-def cache_dir() -> Path:
+def cache_dir(create: bool = False) -> Path:
+    """``$XDG_CACHE_HOME/ppl_ssvae`` or ``~/.cache/ppl_ssvae``; with ``create``, made if
+    need be, a ``DataError`` saying which variable to fix if it cannot be."""
+    variable = "XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "HOME"
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "ppl_ssvae"
+    path = Path(root) / "ppl_ssvae"
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the cache directory {path} ({e.strerror or e}; set "
+                            f"{variable} to a writable directory)") from None
+    return path

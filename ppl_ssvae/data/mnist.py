@@ -176,12 +176,14 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True)
     explicit = data_dir or os.environ.get("PPL_SSVAE_DATA")
     if explicit:
         directory = Path(explicit)
+        named = "--data-dir" if data_dir else "PPL_SSVAE_DATA"  # the user's fix is where it came from
         if not directory.is_dir():
-            raise DataError(f"data directory {directory} does not exist: create it or fix --data-dir")
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise DataError(f"data directory {directory} {what}: create it or fix {named}")
         found = _read_dir(directory)
         if found is None:
             raise DataError(f"{directory} holds neither {PICKLE_NAME} nor the four IDX .gz files "
-                            f"({', '.join(IDX_FILES)}): put them there or drop --data-dir")
+                            f"({', '.join(IDX_FILES)}): put them there or drop {named}")
         return found
     found = _read_dir(cache_dir())
     if found is not None:
@@ -191,7 +193,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True)
         return read_pickle(bundled)
     if download:
         try:
-            return read_idx_dir(download_idx(cache_dir()))
+            return read_idx_dir(download_idx(cache_dir(create=True)))
         except DataError as e:
             reason = str(e)
     else:
