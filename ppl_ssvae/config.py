@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 class Settings:
     # what to train
     model: str = field(default="m2", metadata={"help": "generative model (see `ppl-ssvae list`)"})
-    inference: str = field(
-        default="enum", metadata={"help": "inference method for y (see `ppl-ssvae list`)"}
+    inference: str | None = field(
+        default=None,
+        metadata={"help": "inference method for y (see `ppl-ssvae list`); default: the "
+                  "model's first listed method (m2: enum, dirichlet: reparam, mlp: ml)"},
     )
     dataset: str = field(
         default="mnist", metadata={"help": "mnist, or synthetic (random data of MNIST's shape)"}

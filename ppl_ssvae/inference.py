@@ -51,7 +51,11 @@ AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"
 
 
 class ExactY:
-    """y is a one-hot categorical; ``infer`` tells Pyro to enumerate it, or not."""
+    """y is a categorical, its value a class index (the networks read it as the
+    one-hot vector it stands for, ``ppl_ssvae.nets``); ``infer`` tells Pyro to
+    enumerate it, or not. An index, unlike a one-hot vector, has no event
+    dimension, which is what Pyro's ``infer_discrete`` and its enumeration
+    machinery expect of a discrete site."""
 
     relaxed = False
 
@@ -59,10 +63,10 @@ class ExactY:
         self.infer = dict(infer or {})
 
     def prior(self, logits: torch.Tensor) -> dist.Distribution:
-        return dist.OneHotCategorical(logits=logits)
+        return dist.Categorical(logits=logits)
 
     def posterior(self, logits: torch.Tensor) -> dist.Distribution:
-        return dist.OneHotCategorical(logits=logits)
+        return dist.Categorical(logits=logits)
 
     def set_step(self, step: int) -> None:
         """Exact families have no schedule."""

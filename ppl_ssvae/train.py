@@ -5,7 +5,10 @@ unlabelled set) and one batch of labelled images drawn with replacement from the
 labelled set, as the original did; the plates scale both to full-data sums. After
 every epoch the run measures validation accuracy and the KL of each latent
 dimension, writes a checkpoint and ``metrics.jsonl``; test accuracy is taken at the
-best validation epoch and at the last.
+best validation epoch and at the last, and the weights of the best validation epoch
+are kept in ``best.pt`` (``ppl_ssvae.checkpoint.load_weights`` loads them). A run
+stopped by ``--max-steps`` within an epoch records that epoch as the fraction of it
+that was run (``epoch_fraction`` in its metrics row, ``epochs`` in the summary).
 
 Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
 every ``--checkpoint-every`` steps within an epoch, every file is replaced
@@ -29,21 +32,24 @@ from tqdm.auto import tqdm
 
 from ppl_ssvae import data as data_lib
 from ppl_ssvae import evaluate, plots
-from ppl_ssvae.batch import Batch, one_hot
+from ppl_ssvae.batch import Batch
 from ppl_ssvae.checkpoint import (
+    BEST_FILE,
     EpochProgress,
     State,
     load_checkpoint,
     pyro_side_params,
+    save_best,
     save_checkpoint,
     set_pyro_side_params,
 )
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import prepare_output_dir, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import MODELS, build, check
+from ppl_ssvae.registry import MODELS, build, resolve
 
 KL_SUBSET = 1000  # validation images used for the per-dimension KL
+LOG_EVERY_SECONDS = 60.0  # progress lines when stderr is not a terminal
 SKIPS_REPORTED = 10  # --on-nan skip: the first skips get a line on stderr, the rest a count
 
 
@@ -53,6 +59,59 @@ class TrainingError(RuntimeError):
 
 class NumericalFault(TrainingError):
     """A non-finite loss or gradient; the message names the step and the term."""
+
+
+class Progress:
+    """Progress on stderr, suited to where it goes: on a terminal a tqdm bar, redrawn
+    in place; elsewhere (a log file, ``nohup``, CI) a plain line at most every
+    ``every`` seconds and one per finished epoch, instead of a redraw per update.
+    ``enabled=False`` writes nothing but ``write``'s messages."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True,
+                 stream=None, every: float = LOG_EVERY_SECONDS, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.total, self.step, self.desc, self.enabled = total, initial, desc, enabled
+        self.every, self.clock = every, clock
+        self.postfix: dict[str, str] = {}
+        self.started = self.last = clock()
+        self.started_at = initial
+        terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                        desc=desc, file=self.stream) if terminal else None
+
+    def update(self, **postfix: str) -> None:
+        """One step taken; ``postfix``: the numbers to show (loss, accuracy ...)."""
+        self.step += 1
+        self.postfix.update(postfix)
+        if self.bar is not None:
+            self.bar.update()
+            if postfix:
+                self.bar.set_postfix(**postfix)
+        elif self.enabled and self.clock() - self.last >= self.every:
+            self._line()
+
+    def epoch_done(self, epoch: int, valid_accuracy: float) -> None:
+        if self.bar is None and self.enabled:
+            self._line(f"epoch {epoch} done, valid_acc={valid_accuracy:.4f}")
+
+    def _line(self, extra: str = "") -> None:
+        self.last = now = self.clock()
+        rate = (self.step - self.started_at) / max(now - self.started, 1e-9)
+        fields = [f"{k}={v}" for k, v in self.postfix.items()] + ([extra] if extra else [])
+        print(f"{self.desc}: step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), "
+              f"{rate:.1f} steps/s" + "".join(f", {f}" for f in fields),
+              file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        """A message that must be seen, on its own line."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +141,7 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
     x_u, x_l = train.x[idx_u], train.x[idx_l]
     if settings.binarize:
         x_u, x_l = data_lib.binarize(x_u), data_lib.binarize(x_l)
-    return Batch(x_u=x_u, x_l=x_l, y_l=one_hot(train.y[idx_l], data.num_classes),
+    return Batch(x_u=x_u, x_l=x_l, y_l=train.y[idx_l],
                  n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l)
 
 
@@ -91,7 +150,8 @@ def train(settings: Settings) -> dict:
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would."""
     validate(settings)
-    check(settings.model, settings.inference)  # before the data is read
+    settings = resolve(settings)  # the model's default inference, if none was given; checked
+    # before the data is read, and recorded as resolved in config.json
     out = prepare_output_dir(settings.out)
     device = torch.device(settings.device)
     seed_everything(settings.seed)
@@ -126,8 +186,8 @@ def train(settings: Settings) -> dict:
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     examples_per_step = settings.batch_size + settings.labelled_batch_size
-    bar = tqdm(total=total_steps, initial=state.step, disable=not settings.progress,
-               unit="step", dynamic_ncols=True, desc=f"{settings.model}/{settings.inference}")
+    bar = Progress(total_steps, state.step, f"{settings.model}/{settings.inference}",
+                   settings.progress)
 
     try:
         while state.step < total_steps:
@@ -150,22 +210,26 @@ def train(settings: Settings) -> dict:
                 if fault:
                     progress.skipped += 1
                     if state.skipped + progress.skipped <= SKIPS_REPORTED:
-                        tqdm.write(f"ppl-ssvae: step {state.step} skipped: {fault}", file=sys.stderr)
+                        bar.write(f"ppl-ssvae: step {state.step} skipped: {fault}")
                 else:
                     for key in progress.sums:
                         progress.sums[key] += terms[key]
                 state.step += 1
                 progress.position = i + 1
                 progress.seconds = seconds_before + time.perf_counter() - resumed_at
-                bar.update()
+                postfix = {}
                 if state.step % 20 == 0 or state.step == total_steps:
-                    bar.set_postfix(loss=f"{terms['loss']:.1f}" if terms else "nan",
-                                    best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
-                                    ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                    postfix = dict(loss=f"{terms['loss']:.1f}" if terms else "nan",
+                                   best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
+                                   ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                bar.update(**postfix)
                 if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
                         and progress.position < steps_per_epoch and state.step < total_steps):
                     checkpoint()  # mid-epoch; the epoch's end writes its own
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
+            bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
+            if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
+                save_best(out / BEST_FILE, settings, pair, state)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
             write_jsonl(out / "metrics.jsonl", state.history)
     finally:
@@ -213,7 +277,9 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
     state.skipped += progress.skipped
     taken = max(1, progress.position - progress.skipped)
     seconds = max(progress.seconds, 1e-9)
-    row = {"epoch": state.epoch, "step": state.step, "seconds": progress.seconds,
+    steps_per_epoch = math.ceil(len(progress.order) / settings.batch_size)
+    row = {"epoch": state.epoch, "epoch_fraction": round(progress.position / steps_per_epoch, 6),
+           "step": state.step, "seconds": progress.seconds,
            "examples_per_second": progress.position * examples_per_step / seconds,
            **{key: value / taken for key, value in progress.sums.items()},
            "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
@@ -277,19 +343,26 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
     train_seconds = sum(row["seconds"] for row in history)
     steps = history[-1]["step"] if history else 0
     examples = steps * (settings.batch_size + settings.labelled_batch_size)
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
+    epochs = state.step / steps_per_epoch  # a fraction if --max-steps stopped within an epoch
+    whole = [row["seconds"] for row in history if row.get("epoch_fraction", 1.0) == 1.0]
     return {
         "model": settings.model,
         "inference": settings.inference,
         "labels": settings.labels,
         "seed": settings.seed,
-        "epochs": state.epoch,
+        "epochs": int(epochs) if epochs.is_integer() else round(epochs, 4),
         "steps": state.step,
+        "steps_per_epoch": steps_per_epoch,
         "test_accuracy": state.best.get("test_accuracy"),
         "test_accuracy_last": evaluate.accuracy(pair, data.test.x, data.test.y, bs),
         "test_elbo": _test_elbo(pair, data, settings),
         "best_valid_accuracy": state.best["valid_accuracy"],
         "best_epoch": state.best.get("epoch"),
-        "seconds_per_epoch": train_seconds / max(1, len(history)),
+        "seconds": train_seconds,
+        "seconds_per_step": train_seconds / steps if steps else None,
+        # over whole epochs only: None when the run never finished one
+        "seconds_per_epoch": sum(whole) / len(whole) if whole else None,
         "examples_per_second": examples / train_seconds if train_seconds else None,
         "skipped_steps": state.skipped,
         "device": settings.device,
@@ -316,13 +389,13 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
     if not hasattr(pair.model, "decode"):  # no z, nothing to sample (the mlp classifier)
         return
     plots.kl_heatmap(state.history, out / "kl_per_dim.png",
-                     f"KL(q(z|x) || p(z)) per dimension: {name}")
+                     f"{evaluate.kl_description(pair)} per dimension: {name}")
     k = data.num_classes
     with evaluate.evaluation(pair), torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         z = torch.randn(samples_per_class, settings.z_dim).to(data.train.x.device)
         z = z.expand(k, -1, -1)  # the same z in every row: the rows differ by class only
-        y = torch.eye(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class, -1)
+        y = torch.arange(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class)
         images = pair.model.decode(z, y)
     plots.class_samples(images, out / "samples.png",
                         f"p(x | y, z), one row per class, the same z in each column: {name}")
