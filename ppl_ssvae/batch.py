@@ -12,6 +12,7 @@ from pyro.contrib.autoname import scope
 from torch.nn import functional as F
 
 UNLABELLED, LABELLED = "unlabelled", "labelled"
+TENSOR_FIELDS = ("x_u", "x_l", "y_l", "idx_u", "idx_l")
 
 
 @dataclass
@@ -76,6 +77,21 @@ class Batch:
         for part in self.parts():
             with part.plate(), scope(prefix=part.name):
                 yield part
+
+    def as_arguments(self) -> tuple[tuple[torch.Tensor, ...], dict]:
+        """The batch as tensors and static keywords, the form Pyro's JIT ELBOs take
+        (they trace tensor arguments and key the compiled function on the keywords):
+        ``Batch.from_arguments(*tensors, **static)`` rebuilds it. The sizes are static
+        because the plates' scales N / B become constants of the trace."""
+        present = tuple(f for f in TENSOR_FIELDS if getattr(self, f) is not None)
+        tensors = tuple(getattr(self, f) for f in present)
+        return tensors, {"present": present, "sizes": tuple(len(t) for t in tensors),
+                         "n_u": self.n_u, "n_l": self.n_l}
+
+    @classmethod
+    def from_arguments(cls, *tensors: torch.Tensor, present: tuple[str, ...],
+                       sizes: tuple[int, ...], n_u: int | None, n_l: int | None) -> Batch:
+        return cls(**dict(zip(present, tensors, strict=True)), n_u=n_u, n_l=n_l)
 
     @property
     def size(self) -> int:

@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--no-memory", action="store_true", help="skip the MNIST epoch run")
     bench.add_argument("--data-dir", help="where MNIST is, for the memory run")
-    bench.add_argument("--out", help="where to write bench.json, bench.md and scaling_in_k.png "
-                       "(default experiments/results/bench; nowhere for --quick)")
+    bench.add_argument("--out", help="a directory to write bench.json, bench.md and "
+                       "scaling_in_k.png into (default: none, the tables are printed; the "
+                       "README's numbers: --out experiments/results/bench)")
     bench.set_defaults(run=cmd_bench)
 
     drawing = commands.add_parser("render", help="draw a model's plate diagram (and its "

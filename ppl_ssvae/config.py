@@ -70,6 +70,12 @@ class Settings:
     dirichlet_concentration: float = field(
         default=0.2, metadata={"help": "beta0 of the dirichlet model's prior alpha ~ Dirichlet(beta0)"}
     )
+    jit: bool = field(
+        default=False,
+        metadata={"help": "compile the ELBO with Pyro's JIT (JitTraceEnum_ELBO, JitTrace_ELBO): "
+                  "for methods whose ELBO is TraceEnum_ELBO or Trace_ELBO, without "
+                  "--temperature-decay"},
+    )
     particles: int = field(
         default=1, metadata={"help": "samples per example for the ELBO (iwae: importance samples)"}
     )

@@ -103,7 +103,7 @@ def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: i
     with different inference methods are scored by the same bound; otherwise the
     pair's own estimator is used."""
     x = _images(pair, x)
-    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if exact else pair.elbo
+    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if exact else pair.eager_elbo
     swap = exact_y(pair) if exact else contextlib.nullcontext()
     total = 0.0
     with evaluation(pair), swap, torch.random.fork_rng(devices=[]):

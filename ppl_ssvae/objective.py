@@ -16,12 +16,19 @@ from collections.abc import Iterator
 
 import pyro
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, JitTrace_ELBO, JitTraceEnum_ELBO
 from torch import nn
 from torch.nn import functional as F
 
 from ppl_ssvae.batch import Batch, flat_images
 from ppl_ssvae.inference import ExactY
+
+
+def _on_batch(fn):
+    """``fn(batch)`` called as ``fn(*tensors, **static)``, ``Batch.as_arguments``'s form."""
+    def call(*tensors: torch.Tensor, **static) -> None:
+        return fn(Batch.from_arguments(*tensors, **static))
+    return call
 
 
 @contextlib.contextmanager
@@ -61,6 +68,31 @@ class SSVAE(nn.Module):
         self.elbo, self.y_family = elbo, y_family
         self.classifier_weight = classifier_weight
         self.classifier_ramp_steps = classifier_ramp_steps
+        # Pyro's JIT ELBOs trace tensor arguments only: hand them the batch's tensors
+        self.jit = isinstance(elbo, JitTrace_ELBO | JitTraceEnum_ELBO)
+        # what ``loss`` uses: a JIT ELBO compiles a function with gradients, and an
+        # evaluation without them cannot run it (build() sets the uncompiled twin)
+        self.eager_elbo = elbo
+        self._tensor_model, self._tensor_guide = _on_batch(model), _on_batch(guide)
+
+    def _loss_and_grads(self, batch: Batch) -> float:
+        """``elbo.loss_and_grads(model, guide, batch)``, in its tensor form under --jit."""
+        if not self.jit:
+            return self.elbo.loss_and_grads(self.model, self.guide, batch)
+        self._claim_param_store()
+        tensors, static = batch.as_arguments()
+        return self.elbo.loss_and_grads(self._tensor_model, self._tensor_guide, *tensors, **static)
+
+    def _claim_param_store(self) -> None:
+        """Make Pyro's param store hold this pair's parameters. A compiled ELBO feeds
+        the store's parameters to the traced function; another pair registered under
+        the same names (``model$$$...``) would otherwise hand it that pair's tensors."""
+        store = pyro.get_param_store()
+        for prefix, module in (("model", self.model), ("guide", self.guide)):
+            for name, p in module.named_parameters():
+                key = f"{prefix}$$${name}"
+                if key not in store or store[key] is not p:
+                    store[key] = p
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), in evaluation mode: the prediction is their argmax.
@@ -88,7 +120,7 @@ class SSVAE(nn.Module):
         are per image (divided by the number of images the batch stands for)."""
         self.y_family.set_step(step)
         with pyro.validation_enabled(self.validate):
-            negative_elbo = self.elbo.loss_and_grads(self.model, self.guide, batch)
+            negative_elbo = self._loss_and_grads(batch)
         classifier = self.classifier_loss(batch, step)
         if classifier.requires_grad:
             classifier.backward()
@@ -101,6 +133,6 @@ class SSVAE(nn.Module):
         """The objective per image, in evaluation mode, without gradients."""
         self.y_family.set_step(step)
         with evaluation(self), pyro.validation_enabled(self.validate):
-            negative_elbo = self.elbo.loss(self.model, self.guide, batch)
+            negative_elbo = self.eager_elbo.loss(self.model, self.guide, batch)
             return (negative_elbo + float(self.classifier_loss(batch, step))) / batch.size
 

@@ -127,7 +127,11 @@ def resolve(settings: Settings) -> Settings:
     """``settings`` with the inference method filled in: ``None`` becomes the model's
     first listed method, its default. Raises ``UnsupportedError`` as ``check`` does."""
     spec = check(settings.model, settings.inference)
-    return settings if settings.inference else settings.replace(inference=spec.inferences[0])
+    settings = settings if settings.inference else settings.replace(inference=spec.inferences[0])
+    problem = INFERENCES[settings.inference].jit_problem(settings) if settings.jit else None
+    if problem:
+        raise UnsupportedError(f"--jit: {problem}; drop --jit")
+    return settings
 
 
 def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
@@ -142,8 +146,11 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
         model = spec.make_model(settings, family, num_classes, x_dim)
         guide = spec.make_guide(settings, family, num_classes, x_dim)
     classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
-    return SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
+    pair = SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
                  settings.classifier_ramp_steps, x_dim)
+    if settings.jit:  # evaluation runs without gradients, which a compiled ELBO cannot
+        pair.eager_elbo = inference.elbo(settings.replace(jit=False))
+    return pair
 
 
 def table() -> list[tuple[str, str, str]]:

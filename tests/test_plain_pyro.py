@@ -4,14 +4,17 @@ are, without ppl_ssvae's training loop or objective."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pytest
 import torch
 from pyro.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 
-from conftest import make_batch, small_pair
+from conftest import make_batch, small_pair, small_settings
 from ppl_ssvae import evaluate, one_hot
 from ppl_ssvae.distributions import BernoulliImage
+from ppl_ssvae.registry import UnsupportedError, resolve
 
 
 def test_pyros_own_svi_trains_the_pair(tiny):
@@ -93,3 +96,50 @@ def test_posterior_labels_of_a_model_without_a_discrete_y_are_refused(tiny):
     pair, _ = small_pair(model="dirichlet", inference="reparam")
     with pytest.raises(ValueError, match="no discrete latent y"):
         evaluate.posterior_labels(pair, tiny.valid.x[:4])
+
+
+@pytest.mark.parametrize(("inference", "jit_class"), [
+    ("enum", "JitTraceEnum_ELBO"), ("gumbel", "JitTrace_ELBO"), ("score", "JitTrace_ELBO")])
+def test_pyros_jit_elbos_train_the_pair(tiny, inference, jit_class):
+    """``--jit`` compiles the ELBO with Pyro's JIT: once compiled, a step on the same
+    draws gives the loss and gradients of the uncompiled ELBO (batch norm and dropout
+    on), and training lowers the loss."""
+    kwargs = dict(inference=inference, batch_norm=True, input_dropout=0.2)
+    jitted, _ = small_pair(jit=True, **kwargs)
+    plain, _ = small_pair(**kwargs)
+    plain.load_state_dict(jitted.state_dict())
+    assert type(jitted.elbo).__name__ == jit_class
+    batch = make_batch(tiny)
+    jitted.loss_and_grads(batch)  # compiles
+    jitted.zero_grad()
+    for seed in (7, 8):
+        losses, grads = [], []
+        for pair in (jitted, plain):
+            pyro.set_rng_seed(seed)
+            losses.append(pair.loss_and_grads(batch)["loss"])
+            grads.append([p.grad.clone() for p in pair.parameters() if p.grad is not None])
+            pair.zero_grad()
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        largest = max(float(g.abs().max()) for g in grads[1])
+        for g_jit, g_plain in zip(*grads, strict=True):
+            # float32 sums of terms of order 1e5 in another order; a bias before batch
+            # norm has a gradient that is 0 up to rounding
+            atol = max(1e-4 * float(g_plain.abs().max()), 1e-6 * largest)
+            torch.testing.assert_close(g_jit, g_plain, rtol=1e-3, atol=atol)
+    optimizer = torch.optim.Adam(jitted.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        losses.append(jitted.loss_and_grads(make_batch(tiny, seed=step), step)["loss"])
+        optimizer.step()
+        optimizer.zero_grad()
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert math.isfinite(jitted.loss(batch))  # evaluation, without gradients, runs uncompiled
+
+
+@pytest.mark.parametrize(("changes", "phrase"), [
+    ({"inference": "tracegraph"}, "TraceGraph_ELBO"), ({"inference": "iwae"}, "ImportanceWeighted"),
+    ({"inference": "gumbel-cat-kl"}, "TraceMeanField_ELBO"),
+    ({"inference": "gumbel", "temperature_decay": 1e-3}, "--temperature-decay")])
+def test_jit_refuses_what_it_cannot_compile_in_one_line(changes, phrase):
+    with pytest.raises(UnsupportedError, match=phrase):
+        resolve(small_settings(jit=True, **changes))
