@@ -459,6 +459,37 @@ print(f"the classifier labels {100 * self_consistency:.0f}% of the generated ima
 assert 0.15 < self_consistency < 0.9  # above chance, far from a clean separation
 
 # %% [markdown]
+# **The model's own answer.** The classifier $q(y \mid x)$ is the guide's guess. The
+# model has its own: given an image and a style $z$, Bayes' rule gives
+# $p(y \mid x, z) \propto p(y)\, p(x \mid y, z)$, one decoder pass per class. Pyro's
+# `infer_discrete` computes it from the model's code alone: put the model under
+# `config_enumerate`, fix $z$ (here one draw from the guide) with `poutine.condition`,
+# and ask for the most probable $y$ (`temperature=0`; `1` draws from the posterior).
+# It agrees with the same sum written by hand:
+
+# %%
+from pyro import poutine
+from pyro.infer import config_enumerate, infer_discrete
+
+from ppl_ssvae.distributions import BernoulliImage
+
+x = binarize(data.valid.x[:500])
+with evaluate.evaluation(pair):
+    latents = evaluate.guide_latents(pair, x)  # {"unlabelled/z": (500, D)}: y ~ q(y|x), z ~ q(z|x,y)
+    conditioned = poutine.condition(config_enumerate(model), data=latents)
+    posterior = infer_discrete(conditioned, first_available_dim=-2, temperature=0)
+    map_y = poutine.trace(posterior).get_trace(Batch(x_u=x)).nodes["unlabelled/y"]["value"]
+    logits = model.decoder(latents["unlabelled/z"], torch.arange(K).unsqueeze(1))  # (K, 500, 784)
+    # log p(x | y, z) + log p(y), with the model's own pixel likelihood (the same numbers)
+    by_hand = BernoulliImage(logits).log_prob(x).T + math.log(1 / K)  # (500, K)
+guide_y = evaluate.predict(pair, x).argmax(-1)
+truth = data.valid.y[:500]
+print(f"q(y|x): {100 * float((guide_y == truth).float().mean()):.0f}% right; "
+      f"argmax p(y|x,z): {100 * float((map_y == truth).float().mean()):.0f}% right; "
+      f"they agree on {100 * float((map_y == guide_y).float().mean()):.0f}% of the images")
+assert torch.equal(map_y, by_hand.argmax(-1))
+
+# %% [markdown]
 # **KL per latent dimension.** $\mathrm{KL}(q(z \mid x, y) \,\|\, p(z))$, averaged over
 # images and over $q(y \mid x)$, one bar per dimension of $z$: how many nats of
 # information about an image each dimension carries beyond the prior. Their sum is the
