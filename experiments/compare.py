@@ -35,8 +35,28 @@ def config_for(model: str, inference: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def run_dir(results: Path, model: str, inference: str, seed: int) -> Path:
-    return results / "runs" / f"{model}-{inference}" / f"seed{seed}"
+def resolve(name: str) -> tuple[str, str, str, dict]:
+    """A row of a comparison: ``MODEL/INFERENCE`` with the settings of
+    ``configs/MODEL-INFERENCE.json``, or the name of a config file (``m2-gumbel-cat-kl-s3``)
+    that holds ``model`` and ``inference`` itself. Returns (key, model, inference, settings);
+    the key names the row in the tables and, with / as -, its runs' directory."""
+    if "/" in name:
+        model, _, inference = name.partition("/")
+        return name, model, inference, config_for(model, inference)
+    path = CONFIGS / f"{name}.json"
+    if not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"name rows as MODEL/INFERENCE (e.g. m2/enum) or as a config in {CONFIGS} "
+            f"(e.g. m2-gumbel-cat-kl-s3); got {name!r}")
+    settings = json.loads(path.read_text())
+    if "model" not in settings or "inference" not in settings:
+        raise argparse.ArgumentTypeError(f"{path} must name its model and inference")
+    settings = dict(settings)
+    return name, settings.pop("model"), settings.pop("inference"), settings
+
+
+def run_dir(results: Path, key: str, seed: int) -> Path:
+    return results / "runs" / key.replace("/", "-") / f"seed{seed}"
 
 
 def is_done(directory: Path, epochs: int) -> bool:
@@ -49,8 +69,10 @@ def is_done(directory: Path, epochs: int) -> bool:
         return False
 
 
-def command(model: str, inference: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
-    settings = {**config_for(model, inference), "model": model, "inference": inference,
+def command(row: tuple[str, str, str, dict], seed: int, args: argparse.Namespace, out: Path
+            ) -> list[str]:
+    _, model, inference, config = row
+    settings = {**config, "model": model, "inference": inference,
                 "seed": seed, "labels": args.labels, "epochs": args.epochs, "out": str(out),
                 "device": args.device}
     if args.data_dir:
@@ -58,17 +80,18 @@ def command(model: str, inference: str, seed: int, args: argparse.Namespace, out
     return train_command(settings, "--resume")
 
 
-def run_one(job: tuple[str, str, int], args: argparse.Namespace) -> tuple[str, int, float]:
-    model, inference, seed = job
-    out = run_dir(args.results, model, inference, seed)
-    name = f"{model}/{inference} seed {seed}"
+def run_one(job: tuple[tuple[str, str, str, dict], int], args: argparse.Namespace
+            ) -> tuple[str, int, float]:
+    row, seed = job
+    out = run_dir(args.results, row[0], seed)
+    name = f"{row[0]} seed {seed}"
     if is_done(out, args.epochs):
         print(f"[done already] {name}", flush=True)
         return name, 0, 0.0
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with open(out / "train.log", "ab") as log:
-        code = subprocess.call(command(model, inference, seed, args, out), stdout=log,
+        code = subprocess.call(command(row, seed, args, out), stdout=log,
                                stderr=subprocess.STDOUT, env=worker_env(args.jobs))
     seconds = time.time() - started
     print(f"[{'ok' if code == 0 else f'failed ({code}), see ' + str(out / 'train.log')}] "
@@ -76,18 +99,20 @@ def run_one(job: tuple[str, str, int], args: argparse.Namespace) -> tuple[str, i
     return name, code, seconds
 
 
-def parse_model(text: str) -> tuple[str, str]:
-    model, _, inference = text.partition("/")
-    if not inference:
+def parse_model(text: str) -> tuple[str, str, str, dict]:
+    model, slash, inference = text.partition("/")
+    if slash and not (model and inference):
         raise argparse.ArgumentTypeError(f"name models as MODEL/INFERENCE, e.g. m2/enum; got {text!r}")
-    return model, inference
+    return resolve(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", type=parse_model, required=True,
-                        help="MODEL/INFERENCE pairs, e.g. m2/enum m2/gumbel mlp/ml")
+                        help="rows: MODEL/INFERENCE pairs (e.g. m2/enum mlp/ml) or names of "
+                        "configs in experiments/configs that give model and inference "
+                        "(e.g. m2-gumbel-cat-kl-s3)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=50)
@@ -102,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from ppl_ssvae.registry import UnsupportedError, check
 
     try:
-        for model, inference in args.models:
+        for _, model, inference, _ in args.models:
             check(model, inference)
     except UnsupportedError as e:
         print(f"compare: error: {e}", file=sys.stderr)
@@ -110,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = []
     if not args.aggregate_only:
-        jobs = [(m, i, s) for s in args.seeds for m, i in args.models]
+        jobs = [(row, s) for s in args.seeds for row in args.models]
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for name, code, _ in pool.map(lambda job: run_one(job, args), jobs):
                 if code != 0:
                     failed.append(name)
-    aggregate(args.results, [f"{m}/{i}" for m, i in args.models], args.seeds)
+    aggregate(args.results, [row[0] for row in args.models], args.seeds)
     print(f"results in {args.results}/ (summary.json, results.md, figures/)")
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)

@@ -68,14 +68,20 @@ def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "
     return fig
 
 
-def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
-    """``images`` of shape (K, S, 784): one row per class, S samples per row."""
+def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "",
+                  shape: tuple[int, ...] | None = None) -> None:
+    """``images`` of shape (K, S, D): one row per class, S samples per row, each drawn as an
+    image of ``shape`` (H, W) (default: square); a feature vector (``shape`` of one
+    dimension) is drawn as a strip one pixel high."""
     k, s = images.shape[:2]
-    side = int(round(images.shape[-1] ** 0.5))
-    grid = images.reshape(k, s, side, side).permute(0, 2, 1, 3).reshape(k * side, s * side)
+    if shape is None:
+        side = int(round(images.shape[-1] ** 0.5))
+        shape = (side, side)
+    height, width = shape if len(shape) == 2 else (1, shape[0])
+    grid = images.reshape(k, s, height, width).permute(0, 2, 1, 3).reshape(k * height, s * width)
     fig, ax = plt.subplots(figsize=(s * 0.45 + 0.6, k * 0.45 + 0.4))
     ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks(np.arange(k) * side + side / 2, [str(i) for i in range(k)])
+    ax.set_yticks(np.arange(k) * height + height / 2, [str(i) for i in range(k)])
     ax.set_xticks([])
     ax.set_ylabel("class y")
     for spine in ax.spines.values():

@@ -16,6 +16,10 @@ atomically, and ``--resume`` goes on from the last checkpoint to exactly the
 results of an uninterrupted run. A loss or gradient that is not finite stops the
 run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
 skip`` the step is undone and counted.
+
+Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
+each rank takes its share of every batch, one collective per step averages the
+gradients, and rank 0 alone evaluates, writes and reports.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae import evaluate, plots
+from ppl_ssvae import distributed, evaluate, plots
 from ppl_ssvae.batch import Batch
 from ppl_ssvae.checkpoint import (
     BEST_FILE,
@@ -39,6 +43,8 @@ from ppl_ssvae.checkpoint import (
     State,
     load_checkpoint,
     pyro_side_params,
+    read_checkpoint,
+    rng_state,
     save_best,
     save_checkpoint,
     set_pyro_side_params,
@@ -131,10 +137,12 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
 def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Settings,
                order: torch.Tensor, i: int, g: torch.Generator) -> Batch:
     """The i-th step's batch: a slice of this epoch's permutation of the unlabelled
-    set, and labelled indices drawn with replacement; all on the data's device."""
+    set, and labelled indices drawn with replacement; all on the data's device. Under
+    torchrun, this rank's share of both (every rank draws the whole batch alike)."""
     train = data.train
     idx_u = order[i * settings.batch_size:(i + 1) * settings.batch_size]
     draws = torch.randint(len(labelled), (settings.labelled_batch_size,), generator=g)
+    idx_u, draws = distributed.shard(idx_u, wrap=order), distributed.shard(draws)
     idx_l = labelled[draws]
     device = train.x.device
     idx_u, idx_l = idx_u.to(device), idx_l.to(device)
@@ -148,12 +156,18 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
 def train(settings: Settings) -> dict:
     """Train as ``settings`` say, write every output into ``settings.out``, and
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
-    ``settings.out``, if there is one, and ends exactly as an uninterrupted run would."""
+    ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
+    Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary."""
     validate(settings)
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json
-    out = prepare_output_dir(settings.out)
-    device = torch.device(settings.device)
+    with distributed.process_group(settings) as device:
+        return _train(settings, device)
+
+
+def _train(settings: Settings, device: torch.device) -> dict:
+    main = distributed.is_main()
+    out = distributed.from_main(lambda: prepare_output_dir(settings.out))
     seed_everything(settings.seed)
     pyro.clear_param_store()
 
@@ -166,19 +180,30 @@ def train(settings: Settings) -> dict:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
     g = torch.Generator().manual_seed(settings.seed)  # data order and labelled draws
     state = State()
+    distributed.seed_rank(settings.seed)
 
     checkpoint_path = out / "checkpoint.pt"
-    if settings.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g)
+    payload = None  # read by rank 0 and handed to every rank
+    if settings.resume:
+        payload = distributed.from_main(
+            lambda: read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None)
+    if payload is not None:
+        state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g,
+                                payload, distributed.rank(), distributed.world_size())
+    distributed.broadcast_state(pair)  # every rank starts from rank 0's parameters
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
-    write_json(out / "config.json", settings.to_dict())
-    write_jsonl(out / "metrics.jsonl", state.history)
-    saved_at = state.step if checkpoint_path.exists() and settings.resume else None
+    if main:
+        write_json(out / "config.json", {**settings.to_dict(),
+                                         "world_size": distributed.world_size()})
+        write_jsonl(out / "metrics.jsonl", state.history)
+    saved_at = state.step if payload is not None else None
 
     def checkpoint() -> None:
         nonlocal saved_at
-        save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state)
+        rngs = distributed.gather(rng_state(g)) if distributed.world_size() > 1 else None
+        if main:
+            save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state, rngs)
         saved_at = state.step
 
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
@@ -187,7 +212,7 @@ def train(settings: Settings) -> dict:
         total_steps = min(total_steps, settings.max_steps)
     examples_per_step = settings.batch_size + settings.labelled_batch_size
     bar = Progress(total_steps, state.step, f"{settings.model}/{settings.inference}",
-                   settings.progress)
+                   settings.progress and main)
 
     try:
         while state.step < total_steps:
@@ -209,7 +234,7 @@ def train(settings: Settings) -> dict:
                         f"to skip such steps, or start over with a lower --lr or a --clip-norm")
                 if fault:
                     progress.skipped += 1
-                    if state.skipped + progress.skipped <= SKIPS_REPORTED:
+                    if main and state.skipped + progress.skipped <= SKIPS_REPORTED:
                         bar.write(f"ppl-ssvae: step {state.step} skipped: {fault}")
                 else:
                     for key in progress.sums:
@@ -227,19 +252,24 @@ def train(settings: Settings) -> dict:
                         and progress.position < steps_per_epoch and state.step < total_steps):
                     checkpoint()  # mid-epoch; the epoch's end writes its own
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
-            bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
-            if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
-                save_best(out / BEST_FILE, settings, pair, state)
+            if main:  # the other ranks do not evaluate
+                bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
+                if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
+                    save_best(out / BEST_FILE, settings, pair, state)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
-            write_jsonl(out / "metrics.jsonl", state.history)
+            if main:
+                write_jsonl(out / "metrics.jsonl", state.history)
     finally:
         bar.close()
 
-    summary = _summary(pair, data, settings, state)
-    write_json(out / "summary.json", summary)
-    if settings.figures:
-        write_figures(pair, data, settings, state, out)
-    return summary
+    def finish() -> dict:
+        summary = _summary(pair, data, settings, state)
+        write_json(out / "summary.json", summary)
+        if settings.figures:
+            write_figures(pair, data, settings, state, out)
+        return summary
+
+    return distributed.from_main(finish)
 
 
 def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step: int,
@@ -247,16 +277,18 @@ def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step:
     """One optimiser step on ``batch``: the loss terms, and what was not finite if
     something was (then the parameters are left as they were)."""
     saved = _side_state(pair) if settings.on_nan == "skip" else None
-    terms = None
+    terms, invalid = None, None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")  # our message says it
         try:
             terms = pair.loss_and_grads(batch, step)
-            fault = _fault(pair, terms)
         except ValueError as e:  # distribution arguments Pyro's validation found not finite
             if "invalid values" not in str(e):
                 raise
-            fault = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
+            invalid = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
+        # under torchrun: averaged over the ranks, so all of them see the same fault
+        terms = distributed.average_gradients(pair, terms)
+        fault = invalid or _fault(pair, terms)
     if fault is None:
         if settings.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(pair.parameters(), settings.clip_norm * batch.size)
@@ -283,7 +315,8 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
            "examples_per_second": progress.position * examples_per_step / seconds,
            **{key: value / taken for key, value in progress.sums.items()},
            "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
-    row.update(_evaluate(pair, data, settings, state))
+    if distributed.is_main():  # the other ranks' rows are never written
+        row.update(_evaluate(pair, data, settings, state))
     state.history.append(row)
     state.in_epoch = None
 
@@ -366,6 +399,7 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "examples_per_second": examples / train_seconds if train_seconds else None,
         "skipped_steps": state.skipped,
         "device": settings.device,
+        "world_size": distributed.world_size(),
     }
 
 
@@ -398,4 +432,5 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         y = torch.arange(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class)
         images = pair.model.decode(z, y)
     plots.class_samples(images, out / "samples.png",
-                        f"p(x | y, z), one row per class, the same z in each column: {name}")
+                        f"p(x | y, z), one row per class, the same z in each column: {name}",
+                        data.shape)

