@@ -54,7 +54,7 @@ RELAXATIONS = ("gumbel", "st-gumbel", "logistic-normal")
 # ("Cannot insert a Tensor that requires grad as a constant": the guide reads the
 # baseline's running average from Pyro's param store, not from the traced function's
 # inputs); JitTraceMeanField_ELBO, which runs but whose loss on the same draws differs
-# from TraceMeanField_ELBO's by about 0.5% here (not investigated further).
+# from TraceMeanField_ELBO's by up to 0.5% here (not investigated further).
 JIT_ELBOS = {Trace_ELBO: JitTrace_ELBO, TraceEnum_ELBO: JitTraceEnum_ELBO}
 # where TraceGraph_ELBO keeps its running average of a site's downstream cost
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"
