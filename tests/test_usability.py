@@ -65,7 +65,7 @@ def test_a_short_run_records_what_it_did(tmp_path, capsys, monkeypatch):
     assert "\r" not in err and len(err.splitlines()) == 1 and "epoch 1 done" in err
     steps_per_epoch = 2000 // 50
     assert summary["steps"] == 10 and summary["steps_per_epoch"] == steps_per_epoch
-    assert summary["epochs"] == pytest.approx(10 / steps_per_epoch)
+    assert summary["epochs"] == 0 and summary["epochs_trained"] == pytest.approx(10 / steps_per_epoch)
     assert summary["seconds_per_epoch"] is None
     assert summary["seconds_per_step"] == pytest.approx(summary["seconds"] / 10)
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])

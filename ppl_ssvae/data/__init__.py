@@ -2,6 +2,8 @@
 (train / valid / test splits, ``num_classes``, the shape of one example).
 
 - ``mnist``: MNIST in its classic split 50,000 / 10,000 / 10,000 (``ppl_ssvae.data.mnist``);
+- ``two-digit-mnist``: 100 classes, two MNIST digits side by side, 28 x 56
+  (``ppl_ssvae.data.two_digit``);
 - ``synthetic``: random data of MNIST's shape, for smoke runs.
 
 To add a data set, write a module with a function ``(data_dir, seed) -> Dataset`` and name
@@ -18,9 +20,11 @@ import torch
 from ppl_ssvae.data.core import DataError, Dataset, Split, cache_dir, checked, read_idx, sha256
 from ppl_ssvae.data.mnist import load_mnist
 from ppl_ssvae.data.synthetic import synthetic
+from ppl_ssvae.data.two_digit import load_two_digit_mnist
 
 LOADERS: dict[str, Callable[[str | None, int], Dataset]] = {
     "mnist": lambda data_dir, seed: load_mnist(data_dir),
+    "two-digit-mnist": lambda data_dir, seed: load_two_digit_mnist(data_dir),
     "synthetic": lambda data_dir, seed: synthetic(seed=seed),
 }
 
@@ -60,4 +64,5 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 
 __all__ = ["DataError", "Dataset", "LOADERS", "Split", "balanced_labels", "binarize",
-           "cache_dir", "checked", "load", "load_mnist", "read_idx", "sha256", "synthetic"]
+           "cache_dir", "checked", "load", "load_mnist", "load_two_digit_mnist", "read_idx", "sha256",
+           "synthetic"]
