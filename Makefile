@@ -39,7 +39,7 @@ tutorial: $(STAMP)
 	TUTORIAL_OUT=$(CURDIR)/runs/tutorial $(BIN)/jupyter-execute --inplace --timeout=900 tutorials/m2_tutorial.ipynb
 
 bench: $(STAMP)
-	$(BIN)/ppl-ssvae bench
+	$(BIN)/ppl-ssvae bench --out experiments/results/bench
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

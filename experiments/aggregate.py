@@ -115,7 +115,7 @@ def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
             "epochs": min(s.get("epochs", 0) for s in sums),
             "labels": sums[0].get("labels"),
             "wall_seconds": sum(sum(r["seconds"] for r in rows) for _, rows, _ in runs),
-            "seconds_per_epoch": statistics.fmean(s["seconds_per_epoch"] for s in sums),
+            "seconds_per_epoch": _mean_std([s.get("seconds_per_epoch") for s in sums])[0],
             "device": sums[0].get("device", "cpu"),
         }
         if key in ORIGINAL:
@@ -148,6 +148,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
+def _spread(row: dict, name: str) -> str:
+    """"93.80 ± 0.13": mean ± std over seeds; one seed has no spread to report."""
+    if len(row["seeds"]) < 2:
+        return f"{_pct(row[name + '_mean'])} (1 seed)"
+    return f"{_pct(row[name + '_mean'])} ± {_pct(row[name + '_std'])}"
+
+
 def _reached(row: dict) -> str:
     epochs = row.get("epochs_to_original")
     return f"not in {row['epochs']}" if epochs is None else str(epochs)
@@ -168,7 +175,7 @@ def markdown(summary: dict) -> str:
         elbo = row.get("test_elbo_mean")
         hours = row["wall_seconds"] / 3600
         lines.append(
-            f"| {key} | {_pct(row['test_accuracy_mean'])} ± {_pct(row['test_accuracy_std'])} "
+            f"| {key} | {_spread(row, 'test_accuracy')} "
             f"| {_pct(row['best_valid_accuracy_mean'])} | {'n/a' if elbo is None else f'{elbo:.1f}'} "
             f"| {len(row['seeds'])} | {row['epochs']} | {hours:.2f} h ({row.get('device', 'cpu')}) "
             f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} "
@@ -185,8 +192,8 @@ def markdown(summary: dict) -> str:
             row = summary[key]
             original = ORIGINAL.get(key)
             lines.append(
-                f"| {key} | {_pct(row['best_valid_accuracy_mean'])} ± "
-                f"{_pct(row['best_valid_accuracy_std'])} | {', '.join(map(str, row['epochs_reached']))} "
+                f"| {key} | {_spread(row, 'best_valid_accuracy')} "
+                f"| {', '.join(map(str, row['epochs_reached']))} "
                 f"| {len(row['seeds'])} | {row['seconds_per_epoch']:.0f} ({row['device']}) "
                 f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
     lines.append("")

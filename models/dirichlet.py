@@ -5,7 +5,7 @@ Generative process, for every image n (labelled or not)::
 
     alpha_n ~ Dirichlet(beta0, ..., beta0)                class weights; beta0 < 1
                                                           favours the corners
-    y_n     ~ Cat(alpha_n)                                class, one-hot
+    y_n     ~ Cat(alpha_n)                                class index
     z_n     ~ N(0, I_D)                                   style
     x_n     ~ Bernoulli(sigmoid(f_theta(z_n, alpha_n)))   pixels, independent given (alpha, z)
 
@@ -48,6 +48,6 @@ class DirichletPrior(M2):
         alpha = pyro.sample("alpha", LogSpaceDirichlet(self.concentration))
         if y is not None:  # an unobserved leaf sums to 1: nothing to sample
             # log alpha as the sampler computed it: alpha_y may underflow to 0
-            pyro.sample("y", dist.OneHotCategorical(logits=log_of(alpha)), obs=y)
+            pyro.sample("y", dist.Categorical(logits=log_of(alpha)), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
         pyro.sample("x", BernoulliImage(self.decoder(z, alpha)), obs=x)

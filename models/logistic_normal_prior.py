@@ -5,7 +5,7 @@ Generative process, for every image n (labelled or not)::
 
     a_n     ~ N(0, s^2 I_K)                               class scores (s = 1 / --temperature)
     alpha_n = softmax(a_n)                                class weights, on the simplex
-    y_n     ~ Cat(alpha_n)                                class, one-hot
+    y_n     ~ Cat(alpha_n)                                class index
     z_n     ~ N(0, I_D)                                   style
     x_n     ~ Bernoulli(sigmoid(f_theta(z_n, alpha_n)))   pixels, independent given (alpha, z)
 
@@ -46,6 +46,6 @@ class LogisticNormalPrior(M2):
         """The generative process for a plate of images; ``y=None``: y unobserved."""
         a = pyro.sample("a", dist.Normal(self.a_loc, self.a_scale).to_event(1))
         if y is not None:  # an unobserved leaf sums to 1: nothing to sample
-            pyro.sample("y", dist.OneHotCategorical(logits=a), obs=y)
+            pyro.sample("y", dist.Categorical(logits=a), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
         pyro.sample("x", BernoulliImage(self.decoder(z, a.softmax(-1))), obs=x)

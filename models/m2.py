@@ -3,13 +3,18 @@ with deep generative models".
 
 Generative process, for every image n (labelled or not)::
 
-    y_n ~ Cat(1/K, ..., 1/K)                      class, one-hot
+    y_n ~ Cat(1/K, ..., 1/K)                      class, an index in 0..K-1
     z_n ~ N(0, I_D)                               style
     x_n ~ Bernoulli(sigmoid(f_theta(z_n, y_n)))   784 pixels, independent given (y, z)
 
 Labelled and unlabelled images go through the same ``story``; the only difference
 is ``obs=y``: observed in the labelled plate, latent (and summed out, sampled or
 relaxed, as the guide's inference method says) in the unlabelled one.
+
+y is a ``Categorical`` site whose value is a class index (the decoder reads it as
+its one-hot vector), so Pyro's enumeration and ``infer_discrete`` handle it as
+they handle any discrete site; under a relaxed inference method its unobserved
+value is a point of the simplex instead, which the decoder reads as it is.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class M2(nn.Module):
         (``x=None`` samples the images). Returns the values of (y, z, x), so that a
         model extending M2 can add nodes that depend on them."""
         y_prior = self.y_family.prior(self.y_logits) if y is None else \
-            dist.OneHotCategorical(logits=self.y_logits)
+            dist.Categorical(logits=self.y_logits)
         y = pyro.sample("y", y_prior, obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
         x = pyro.sample("x", BernoulliImage(self.decoder(z, y)), obs=x)
@@ -57,5 +62,5 @@ class M2(nn.Module):
             self.story(part.x, part.y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities of p(x | y, z)."""
+        """Pixel probabilities of p(x | y, z); y a class index, or a point of the simplex."""
         return torch.sigmoid(self.decoder(z, y))

@@ -26,7 +26,7 @@ class Classifier(nn.Module):
         self.network = network  # shared with the guide, whose classify() reads it
 
     def story(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        pyro.sample("y", dist.OneHotCategorical(logits=self.network(x)), obs=y)
+        pyro.sample("y", dist.Categorical(logits=self.network(x)), obs=y)
 
     def forward(self, batch: Batch) -> None:
         pyro.module("model", self)

@@ -12,6 +12,7 @@ from pyro.contrib.autoname import scope
 from torch.nn import functional as F
 
 UNLABELLED, LABELLED = "unlabelled", "labelled"
+TENSOR_FIELDS = ("x_u", "x_l", "y_l", "idx_u", "idx_l")
 
 
 @dataclass
@@ -35,7 +36,9 @@ class Part:
 
 @dataclass
 class Batch:
-    """``x_u`` unlabelled images; ``x_l`` labelled images with one-hot labels ``y_l``.
+    """``x_u`` unlabelled images; ``x_l`` labelled images with their labels ``y_l``,
+    integer class indices of shape (B,) (one-hot rows, (B, K), are accepted and
+    turned into indices): the value of the ``Categorical`` site y.
 
     ``n_u`` and ``n_l`` are the sizes of the sets the batch stands for (default: the
     batch itself); ``idx_u`` and ``idx_l`` the indices drawn, if known. Either part
@@ -53,8 +56,8 @@ class Batch:
     def __post_init__(self):
         if (self.x_l is None) != (self.y_l is None):
             raise ValueError("labelled images x_l and labels y_l come together")
-        if self.y_l is not None and self.y_l.dim() != 2:
-            raise ValueError("y_l must be one-hot, shape (B, K): use ppl_ssvae.one_hot(y, K)")
+        if self.y_l is not None:
+            self.y_l = class_indices(self.y_l)
 
     def parts(self) -> Iterator[Part]:
         if self.x_u is not None:
@@ -75,11 +78,52 @@ class Batch:
             with part.plate(), scope(prefix=part.name):
                 yield part
 
+    def as_arguments(self) -> tuple[tuple[torch.Tensor, ...], dict]:
+        """The batch as tensors and static keywords, the form Pyro's JIT ELBOs take
+        (they trace tensor arguments and key the compiled function on the keywords):
+        ``Batch.from_arguments(*tensors, **static)`` rebuilds it. The sizes are static
+        because the plates' scales N / B become constants of the trace."""
+        present = tuple(f for f in TENSOR_FIELDS if getattr(self, f) is not None)
+        tensors = tuple(getattr(self, f) for f in present)
+        return tensors, {"present": present, "sizes": tuple(len(t) for t in tensors),
+                         "n_u": self.n_u, "n_l": self.n_l}
+
+    @classmethod
+    def from_arguments(cls, *tensors: torch.Tensor, present: tuple[str, ...],
+                       sizes: tuple[int, ...], n_u: int | None, n_l: int | None) -> Batch:
+        return cls(**dict(zip(present, tensors, strict=True)), n_u=n_u, n_l=n_l)
+
     @property
     def size(self) -> int:
         """How many examples the batch stands for: the divisor of a per-image loss."""
         return sum(part.size for part in self.parts())
 
 
+def flat_images(x: torch.Tensor, x_dim: int | None = None) -> torch.Tensor:
+    """Images as rows, (B, x_dim): (B, 28, 28) (or (B, 1, 28, 28)) is flattened, and a
+    shape that cannot hold x_dim pixels per image is refused in one line."""
+    if x.dim() > 2 and (x_dim is None or x.shape[1:].numel() == x_dim):
+        x = x.flatten(1)
+    if x.dim() != 2 or (x_dim is not None and x.shape[1] != x_dim):
+        want = f"(B, {x_dim})" if x_dim else "(B, D)"
+        raise ValueError(f"images must have shape {want}, or (B, 28, 28) for 784 pixels; got "
+                         f"{tuple(x.shape)}")
+    return x
+
+
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The one-hot rows of class indices ``y``: shape (..., K)."""
     return F.one_hot(y, num_classes).to(torch.get_default_dtype())
+
+
+def class_indices(y: torch.Tensor) -> torch.Tensor:
+    """Labels as int64 class indices of shape (B,); one-hot rows (B, K) are converted."""
+    if y.dim() == 2 and y.is_floating_point():
+        if not bool(((y == 0) | (y == 1)).all() and (y.sum(-1) == 1).all()):
+            raise ValueError("labels y_l of shape (B, K) must be one-hot rows; or give class "
+                             "indices of shape (B,)")
+        return y.argmax(-1)
+    if y.dim() != 1 or y.is_floating_point():
+        raise ValueError(f"labels y_l must be integer class indices of shape (B,), got "
+                         f"{tuple(y.shape)} {y.dtype}")
+    return y.long()

@@ -55,7 +55,7 @@ PLAIN = "plain-torch-m2"
 NETWORKS = dict(hidden=(500,), activation="softplus", z_dim=50, batch_norm=False, input_dropout=0.0)
 SCALING_K = (10, 30, 100, 300)
 SCALING_INFERENCES = ("enum", "gumbel", "st-gumbel", "score")
-DEFAULT_OUT = "experiments/results/bench"
+JIT_INFERENCES = ("enum", "gumbel")  # JitTraceEnum_ELBO, JitTrace_ELBO
 TRAIN_SIZE = 2000  # synthetic images to draw batches from; the step does not depend on it
 TWO_DIGIT = (("m2", "enum"), ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl"),
              ("m2", "tracegraph"), ("mlp", "ml"))
@@ -123,11 +123,16 @@ def _batches(data, labelled, settings):
     return lambda i: draw_batch(data, labelled, settings, order, i % per_epoch, g)
 
 
-def make_case(section: str, model: str, inference: str, data, labelled, device: str) -> Case:
-    """A training step of ``model`` with ``inference`` (or of the plain-PyTorch M2)."""
+def make_case(section: str, model: str, inference: str, data, labelled, device: str,
+              jit: bool = False) -> Case:
+    """A training step of ``model`` with ``inference`` (or of the plain-PyTorch M2),
+    its ELBO compiled by Pyro's JIT if ``jit`` (``--jit``; the row's inference reads
+    "enum --jit")."""
     plain = model == PLAIN
     settings = bench_settings("m2" if plain else model, "enum" if plain else inference, device)
-    case = Case(section, model, "exact" if plain else inference, data.num_classes, None)
+    settings = settings.replace(jit=jit)
+    case = Case(section, model, "exact" if plain else inference + (" --jit" if jit else ""),
+                data.num_classes, None)
     try:
         pair = build(settings, data.num_classes, data.train.x.shape[1]).to(device)
     except Exception as e:  # a model another branch registers may not build yet
@@ -209,6 +214,9 @@ def step_cases(plan: Plan, data, labelled) -> list[Case]:
                           (name == "m2" and i in ("enum", "gumbel"))]
         cases += [make_case("step", name, inference, data, labelled, plan.device)
                   for inference in inferences]
+    # Pyro's JIT ELBOs (--jit): does compiling the ELBO change the step time?
+    cases += [make_case("step", "m2", inference, data, labelled, plan.device, jit=True)
+              for inference in JIT_INFERENCES]
     return cases
 
 
@@ -343,6 +351,11 @@ def _num(value, digits=1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def ratio(a: dict | None, b: dict | None) -> float | None:
+    """a's step time over b's, if both were measured."""
+    return a["step_ms"] / b["step_ms"] if a and b and a.get("step_ms") and b.get("step_ms") else None
+
+
 def format_report(rows: list[dict]) -> str:
     """The tables of the benchmark as Markdown."""
     first = rows[0]
@@ -358,6 +371,14 @@ def format_report(rows: list[dict]) -> str:
                          f"| {_num(r['examples_per_s'], 0)} | {_num(r['cpu_ms'])} "
                          f"| {_num(r.get('vs_plain'), 2)} | {r['repeats']} |"
                          + (f" failed: {r['error']}" if r.get("error") else ""))
+    steps = {(r["model"], r["inference"]): r for r in rows if r["section"] == "step"}
+    jit = [(r, steps.get((r["model"], r["inference"].removesuffix(" --jit"))))
+           for r in steps.values() if r["inference"].endswith(" --jit")]
+    if jit:
+        lines += ["", "Pyro's JIT (`--jit`: JitTraceEnum_ELBO, JitTrace_ELBO), step time compiled / "
+                  "uncompiled: " + "; ".join(
+                      f"{r['model']}/{r['inference']} {_num(ratio(r, eager), 2)}"
+                      for r, eager in jit) + "."]
     scaling = [r for r in rows if r["section"] == "scaling"]
     if scaling:
         ks = sorted({r["classes"] for r in scaling})
@@ -444,7 +465,7 @@ def main(args) -> int:
         if value is not None and value < (0 if name == "warmup" else 1):
             raise SettingsError(f"--{name} must be {'>= 0' if name == 'warmup' else 'positive'}, "
                                 f"got {value}")
-    out = args.out or (None if args.quick else DEFAULT_OUT)
+    out = args.out  # files only where --out says; otherwise the tables are printed
     check_device(args.device)
     if out:  # before the timing: a target that cannot be written is refused at once
         prepare_output_dir(out)

@@ -152,9 +152,8 @@ def save_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def read_checkpoint(path: Path) -> dict:
-    """The checkpoint at ``path`` as a dict of tensors and plain values, after checking
-    it is a whole ppl-ssvae checkpoint of this version."""
+def _load(path: Path) -> dict:
+    """``torch.load(path, weights_only=True)``, or a one-line ``CheckpointError``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of odd files
@@ -169,6 +168,13 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({_first_line(e)}): it is truncated or "
             f"corrupt; delete it to start over, or choose another --out") from None
+    return payload
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint at ``path`` as a dict of tensors and plain values, after checking
+    it is a whole ppl-ssvae checkpoint of this version."""
+    payload = _load(path)
     if not isinstance(payload, dict) or "version" not in payload:
         raise CheckpointError(f"{path} is not a ppl-ssvae checkpoint: delete it or choose "
                               f"another --out")
@@ -252,3 +258,49 @@ def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
         + (in_epoch.seconds if in_epoch is not None else 0.0)}
     return State(payload["epoch"], payload["step"], payload["history"], payload["best"],
                  payload["skipped"], in_epoch, dict(clock), payload.get("evaluations", []))
+
+
+# --------------------------------------------------------------------------- best weights
+
+BEST_FORMAT = "ppl-ssvae best weights"
+BEST_FILE = "best.pt"  # in the run directory, beside checkpoint.pt
+
+
+def save_best(path: Path, settings: Settings, pair: torch.nn.Module, state: State) -> None:
+    """The networks at the best validation accuracy so far: the weights behind
+    summary.json's ``test_accuracy``. Written (atomically) when an epoch sets a new best."""
+    payload = {"format": BEST_FORMAT, "version": VERSION, "settings": settings.to_dict(),
+               "networks": pair.state_dict(), "epoch": state.best.get("epoch"),
+               "step": state.step, "valid_accuracy": state.best["valid_accuracy"]}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_weights(pair: torch.nn.Module, run_dir: str | Path, which: str = "best") -> dict:
+    """Load a run's weights into ``pair``, a pair built with the run's settings
+    (``build(Settings.from_dict(json.load(open(RUN/config.json))), K, x_dim)``).
+
+    ``which="best"`` (the default): the best-validation weights of ``RUN/best.pt``,
+    the ones ``summary.json``'s ``test_accuracy`` was measured with; a run written
+    before ppl-ssvae kept them has no best.pt, and gets the last weights instead.
+    ``which="last"``: the last weights, those of ``RUN/checkpoint.pt``.
+    Returns ``{"path", "which", "epoch"}``: what was loaded."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    run_dir = Path(run_dir)
+    best, last = run_dir / BEST_FILE, run_dir / "checkpoint.pt"
+    path = best if which == "best" and best.exists() else last
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} holds no {BEST_FILE} or checkpoint.pt: give the "
+                              f"--out directory of a training run")
+    payload = _load(path)
+    if not isinstance(payload, dict) or "networks" not in payload:
+        raise CheckpointError(f"{path} is not a ppl-ssvae checkpoint: give the --out "
+                              f"directory of a training run")
+    try:
+        pair.load_state_dict(payload["networks"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path} does not fit this pair ({_first_line(e)}): build it "
+                              f"with the settings of the run's config.json") from None
+    epoch = payload.get("epoch")
+    return {"path": str(path), "which": "best" if path == best else "last", "epoch": epoch}
+

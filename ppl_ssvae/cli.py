@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "MNIST (1,568 pixels, K = 100)")
     bench.add_argument("--data-dir", help="where MNIST is, for the two-digit "
                        "and memory runs")
-    bench.add_argument("--out", help="where to write bench.json, bench.md and scaling_in_k.png "
-                       "(default experiments/results/bench; nowhere for --quick)")
+    bench.add_argument("--out", help="a directory to write bench.json, bench.md and "
+                       "scaling_in_k.png into (default: none, the tables are printed; the "
+                       "README's numbers: --out experiments/results/bench)")
     bench.set_defaults(run=cmd_bench)
 
     drawing = commands.add_parser("render", help="draw a model's plate diagram (and its "

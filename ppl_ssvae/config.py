@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 class Settings:
     # what to train
     model: str = field(default="m2", metadata={"help": "generative model (see `ppl-ssvae list`)"})
-    inference: str = field(
-        default="enum", metadata={"help": "inference method for y (see `ppl-ssvae list`)"}
+    inference: str | None = field(
+        default=None,
+        metadata={"help": "inference method for y (see `ppl-ssvae list`); default: the "
+                  "model's first listed method (m2: enum, dirichlet: reparam, mlp: ml)"},
     )
     dataset: str = field(
         default="mnist",
@@ -71,6 +73,12 @@ class Settings:
     )
     dirichlet_concentration: float = field(
         default=0.2, metadata={"help": "beta0 of the dirichlet model's prior alpha ~ Dirichlet(beta0)"}
+    )
+    jit: bool = field(
+        default=False,
+        metadata={"help": "compile the ELBO with Pyro's JIT (JitTraceEnum_ELBO, JitTrace_ELBO): "
+                  "for methods whose ELBO is TraceEnum_ELBO or Trace_ELBO, without "
+                  "--temperature-decay"},
     )
     particles: int = field(
         default=1, metadata={"help": "samples per example for the ELBO (iwae: importance samples)"}

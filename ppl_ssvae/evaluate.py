@@ -1,8 +1,10 @@
-"""Measurements of a trained pair: accuracy of q(y|x), the ELBO per image, and
-KL(q(z|x) || p(z)) per latent dimension.
+"""Measurements of a trained pair: accuracy of q(y|x), the ELBO per image,
+sum_y q(y|x) KL(q(z|x,y) || p(z)) per latent dimension, and the labels of the
+model's own posterior p(y | x, z) by Pyro's ``infer_discrete``.
 
 Every function puts the networks in evaluation mode (batch norm uses its running
-statistics, dropout is off) and restores the mode it found.
+statistics and leaves them as they are, dropout is off) and restores the mode it
+found; images may come as (B, 784) or (B, 28, 28).
 """
 
 from __future__ import annotations
@@ -11,31 +13,33 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO, config_enumerate, infer_discrete
+from pyro.poutine.util import site_is_subsample
 
-from ppl_ssvae.batch import Batch
+from ppl_ssvae.batch import UNLABELLED, Batch, flat_images
 from ppl_ssvae.inference import MAX_PLATE_NESTING, ExactY
-from ppl_ssvae.objective import SSVAE
+from ppl_ssvae.objective import SSVAE, evaluation
+
+__all__ = ["accuracy", "elbo_per_image", "evaluation", "exact_y", "guide_latents",
+           "kl_description", "kl_per_dimension", "posterior_labels", "predict"]
+Y_SITE = f"{UNLABELLED}/y"
 
 
-@contextlib.contextmanager
-def evaluation(module: torch.nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
+def _images(pair: SSVAE, x: torch.Tensor) -> torch.Tensor:
+    return flat_images(x, getattr(pair, "x_dim", None))
 
 
 def predict(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """Class probabilities of q(y | x)."""
+    x = _images(pair, x)
     with evaluation(pair):
-        return torch.cat([pair.classify(chunk).softmax(-1) for chunk in x.split(batch_size)])
+        return torch.cat([pair.guide.classify(chunk).softmax(-1)
+                          for chunk in x.split(batch_size)])
 
 
 def accuracy(pair: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """The fraction of ``x`` whose most probable class under q(y | x) is ``y``."""
     return float((predict(pair, x, batch_size).argmax(-1) == y).float().mean())
 
 
@@ -48,21 +52,31 @@ def kl_per_dimension(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> to
     guide = pair.guide
     if not hasattr(guide, "encode_z"):
         return torch.zeros(0)
+    x = _images(pair, x)
     total = None
     with evaluation(pair):
         for chunk in x.split(batch_size):
-            probs = pair.classify(chunk).softmax(-1)  # (B, K)
+            probs = guide.classify(chunk).softmax(-1)  # (B, K)
             k = probs.shape[-1]
             if getattr(guide, "continuous_y", False):
                 ys = probs.unsqueeze(0)  # (1, B, K)
                 probs = torch.ones_like(probs[:, :1])  # (B, 1): one component of weight 1
             else:
-                ys = torch.eye(k, device=x.device).unsqueeze(1)  # (K, 1, K), enumerated
+                ys = torch.arange(k, device=x.device).unsqueeze(1)  # (K, 1), enumerated
             loc, scale = guide.encode_z(chunk, ys)  # (K, B, D)
             kl = 0.5 * (loc**2 + scale**2 - 1.0) - scale.log()
             part = (probs.T.unsqueeze(-1) * kl).sum(0).sum(0)  # (D,)
             total = part if total is None else total + part
     return total / len(x)
+
+
+def kl_description(pair: SSVAE) -> str:
+    """What ``kl_per_dimension`` computes for this pair, for the title of its figure."""
+    if getattr(pair.guide, "continuous_y", False):
+        return "KL(q(z|x,alpha) || p(z)) at alpha = the mean of q(alpha|x)"
+    if hasattr(pair.guide, "encode_a"):
+        return "sum_y q(y|x) KL(q(z|a,x,y) || p(z)) at a = the mean of q(a|x)"
+    return "sum_y q(y|x) KL(q(z|x,y) || p(z))"
 
 
 @contextlib.contextmanager
@@ -88,7 +102,8 @@ def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: i
     by enumeration (for models whose y is a discrete latent), so models trained
     with different inference methods are scored by the same bound; otherwise the
     pair's own estimator is used."""
-    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if exact else pair.elbo
+    x = _images(pair, x)
+    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if exact else pair.eager_elbo
     swap = exact_y(pair) if exact else contextlib.nullcontext()
     total = 0.0
     with evaluation(pair), swap, torch.random.fork_rng(devices=[]):
@@ -97,3 +112,36 @@ def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: i
             total -= elbo.loss(pair.model, pair.guide, Batch(x_u=chunk))
     return total / len(x)
 
+
+def guide_latents(pair: SSVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One draw from the guide of the continuous latents of unlabelled images ``x``,
+    by site name (``unlabelled/z``, and ``unlabelled/a`` for the ADGM): y is drawn
+    from q(y | x) on the way, z from q(z | x, y), and y itself is left out."""
+    x = _images(pair, x)
+    with evaluation(pair), exact_y(pair):
+        trace = poutine.trace(pair.guide).get_trace(Batch(x_u=x))
+    return {name: site["value"] for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site) and name != Y_SITE}
+
+
+def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
+                     latents: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Class indices of unlabelled images ``x`` under the model's own posterior
+    p(y | x, z) (and a, for the ADGM), computed by Pyro's ``infer_discrete`` on the
+    model under ``config_enumerate``, its continuous latents conditioned on
+    ``latents`` (default: one draw from the guide, ``guide_latents``).
+    ``temperature=0``: the MAP label; ``1``: a draw from the posterior.
+
+    This is the model's answer, given z, where ``predict`` is the guide's
+    classifier q(y | x); for a trained pair the two mostly agree."""
+    x = _images(pair, x)
+    latents = guide_latents(pair, x) if latents is None else latents
+    model = poutine.condition(config_enumerate(pair.model), data=latents)
+    discrete = infer_discrete(model, first_available_dim=-1 - MAX_PLATE_NESTING,
+                              temperature=temperature)
+    with evaluation(pair), exact_y(pair):
+        trace = poutine.trace(discrete).get_trace(Batch(x_u=x))
+    if Y_SITE not in trace.nodes:
+        raise ValueError("this model has no discrete latent y to infer (its class weights "
+                         "are continuous): use predict() for its labels")
+    return trace.nodes[Y_SITE]["value"]

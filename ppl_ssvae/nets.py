@@ -1,10 +1,18 @@
 """Multi-layer perceptrons whose first layer takes several inputs separately.
 
-A network fed ``(x, y)`` computes its first layer as ``W_x x + W_y y + b``. When
-Pyro enumerates the K values of a one-hot ``y`` it hands the network a tensor of
-shape ``(K, 1, K)`` next to an ``x`` of shape ``(B, D)``: the ``x`` part is then
-computed once, ``(B, H)``, and the ``y`` part, ``(K, 1, H)``, is a broadcast add,
-so enumeration never copies ``x`` K times.
+A network fed ``(x, y)`` computes its first layer as ``W_x x + W_y y + b``. The
+class label y comes in one of two forms, and the layer takes either:
+
+- an integer class index (an exact y: observed, sampled or enumerated, the value of
+  a ``Categorical`` site), read as its one-hot vector: ``W_y y`` is then the y-th
+  column of ``W_y``, looked up rather than multiplied;
+- a point of the simplex (a relaxed y, the value of a ``RelaxedOneHotCategorical``
+  site), multiplied as it is.
+
+When Pyro enumerates the K values of y it hands the network the indices
+``0..K-1`` in a tensor of shape ``(K, 1)`` next to an ``x`` of shape ``(B, D)``:
+the ``x`` part is then computed once, ``(B, H)``, and the ``y`` part, ``(K, 1, H)``,
+K looked-up columns, is a broadcast add, so enumeration never copies ``x`` K times.
 """
 
 from __future__ import annotations
@@ -42,8 +50,18 @@ class Maxout(nn.Module):
         return h.unflatten(-1, (-1, self.pieces)).amax(-1)
 
 
+def linear_or_lookup(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)``; for integer class indices ``x``, the same as ``linear`` of their
+    one-hot vectors: the columns of the weight they pick (plus the bias)."""
+    if x.is_floating_point():
+        return linear(x)
+    h = linear.weight.t()[x]
+    return h if linear.bias is None else h + linear.bias
+
+
 class SplitInput(nn.Module):
-    """``sum_i W_i x_i + b``, each input through its own weight, broadcast together."""
+    """``sum_i W_i x_i + b``, each input through its own weight, broadcast together;
+    an input of integer class indices stands for their one-hot vectors."""
 
     def __init__(self, in_sizes: Sequence[int], out_size: int):
         super().__init__()
@@ -54,9 +72,9 @@ class SplitInput(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if len(inputs) != len(self.linears):
             raise ValueError(f"expected {len(self.linears)} inputs, got {len(inputs)}")
-        h = self.linears[0](inputs[0])
+        h = linear_or_lookup(self.linears[0], inputs[0])
         for linear, x in zip(self.linears[1:], inputs[1:], strict=True):
-            h = h + linear(x)
+            h = h + linear_or_lookup(linear, x)
         return h
 
 
@@ -64,7 +82,8 @@ class MLP(nn.Module):
     """``inputs -> [linear -> (batch norm) -> activation] * len(hidden) -> linear``.
 
     ``in_sizes`` lists the sizes of the separate inputs (``[784]``, or ``[50, 10]``
-    for ``(z, y)``); ``out_sizes`` the sizes of the outputs, returned as a tuple
+    for ``(z, y)``: K = 10, the size of a one-hot y, whether y comes as indices or
+    not); ``out_sizes`` the sizes of the outputs, returned as a tuple
     when there are several (a mean and a scale, say) or as a tensor when one.
     """
 

@@ -11,14 +11,37 @@ unlabelled set (Kingma et al. use classifier_weight = 0.1).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pyro
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, JitTrace_ELBO, JitTraceEnum_ELBO
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_ssvae.batch import Batch
+from ppl_ssvae.batch import Batch, flat_images
 from ppl_ssvae.inference import ExactY
+
+
+def _on_batch(fn):
+    """``fn(batch)`` called as ``fn(*tensors, **static)``, ``Batch.as_arguments``'s form."""
+    def call(*tensors: torch.Tensor, **static) -> None:
+        return fn(Batch.from_arguments(*tensors, **static))
+    return call
+
+
+@contextlib.contextmanager
+def evaluation(module: nn.Module) -> Iterator[None]:
+    """Evaluation mode (batch norm reads its running statistics and leaves them as
+    they are, dropout is off) without gradients; the module's mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
 
 
 class SSVAE(nn.Module):
@@ -28,21 +51,54 @@ class SSVAE(nn.Module):
     model/guide match) is off inside ``loss_and_grads`` and ``loss``: the pairs
     are checked by the tests, and the checks cost ~10% of a relaxed step on a CPU.
     Set ``validate = True`` to have them while debugging a new model.
+
+    ``classify`` and ``loss`` are for users of a pair: they run in evaluation mode
+    and leave the pair's mode and batch-norm statistics as they found them. The
+    training step, ``loss_and_grads``, runs in whatever mode the pair is in (the
+    training loop sets training mode), and reads the guide's own ``classify``.
     """
 
     validate = False
 
     def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, y_family: ExactY,
-                 classifier_weight: float = 0.1, classifier_ramp_steps: int = 0):
+                 classifier_weight: float = 0.1, classifier_ramp_steps: int = 0,
+                 x_dim: int | None = None):
         super().__init__()
-        self.model, self.guide = model, guide
+        self.model, self.guide, self.x_dim = model, guide, x_dim
         self.elbo, self.y_family = elbo, y_family
         self.classifier_weight = classifier_weight
         self.classifier_ramp_steps = classifier_ramp_steps
+        # Pyro's JIT ELBOs trace tensor arguments only: hand them the batch's tensors
+        self.jit = isinstance(elbo, JitTrace_ELBO | JitTraceEnum_ELBO)
+        # what ``loss`` uses: a JIT ELBO compiles a function with gradients, and an
+        # evaluation without them cannot run it (build() sets the uncompiled twin)
+        self.eager_elbo = elbo
+        self._tensor_model, self._tensor_guide = _on_batch(model), _on_batch(guide)
+
+    def _loss_and_grads(self, batch: Batch) -> float:
+        """``elbo.loss_and_grads(model, guide, batch)``, in its tensor form under --jit."""
+        if not self.jit:
+            return self.elbo.loss_and_grads(self.model, self.guide, batch)
+        self._claim_param_store()
+        tensors, static = batch.as_arguments()
+        return self.elbo.loss_and_grads(self._tensor_model, self._tensor_guide, *tensors, **static)
+
+    def _claim_param_store(self) -> None:
+        """Make Pyro's param store hold this pair's parameters. A compiled ELBO feeds
+        the store's parameters to the traced function; another pair registered under
+        the same names (``model$$$...``) would otherwise hand it that pair's tensors."""
+        store = pyro.get_param_store()
+        for prefix, module in (("model", self.model), ("guide", self.guide)):
+            for name, p in module.named_parameters():
+                key = f"{prefix}$$${name}"
+                if key not in store or store[key] is not p:
+                    store[key] = p
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of q(y | x): the prediction is their argmax."""
-        return self.guide.classify(x)
+        """Logits of q(y | x), in evaluation mode: the prediction is their argmax.
+        ``x``: (B, D) images, or (B, 28, 28)."""
+        with evaluation(self):
+            return self.guide.classify(flat_images(x, self.x_dim))
 
     def alpha(self, batch: Batch, step: int) -> float:
         n = batch.n_u or (len(batch.x_u) if batch.x_u is not None else 0)
@@ -55,8 +111,7 @@ class SSVAE(nn.Module):
         """alpha * sum over the labelled set of -log q(y | x), estimated from the batch."""
         if batch.x_l is None or self.classifier_weight == 0:
             return torch.zeros(())
-        log_q = F.log_softmax(self.classify(batch.x_l), dim=-1)
-        nll = -(log_q * batch.y_l).sum()
+        nll = F.cross_entropy(self.guide.classify(batch.x_l), batch.y_l, reduction="sum")
         scale = (batch.n_l or len(batch.x_l)) / len(batch.x_l)
         return self.alpha(batch, step) * scale * nll
 
@@ -65,7 +120,7 @@ class SSVAE(nn.Module):
         are per image (divided by the number of images the batch stands for)."""
         self.y_family.set_step(step)
         with pyro.validation_enabled(self.validate):
-            negative_elbo = self.elbo.loss_and_grads(self.model, self.guide, batch)
+            negative_elbo = self._loss_and_grads(batch)
         classifier = self.classifier_loss(batch, step)
         if classifier.requires_grad:
             classifier.backward()
@@ -75,9 +130,9 @@ class SSVAE(nn.Module):
                 "classifier": classifier / n}
 
     def loss(self, batch: Batch, step: int = 0) -> float:
-        """The objective per image, without gradients."""
+        """The objective per image, in evaluation mode, without gradients."""
         self.y_family.set_step(step)
-        with torch.no_grad(), pyro.validation_enabled(self.validate):
-            negative_elbo = self.elbo.loss(self.model, self.guide, batch)
+        with evaluation(self), pyro.validation_enabled(self.validate):
+            negative_elbo = self.eager_elbo.loss(self.model, self.guide, batch)
             return (negative_elbo + float(self.classifier_loss(batch, step))) / batch.size
 

@@ -3,6 +3,7 @@ of each latent dimension over training."""
 
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 
@@ -23,24 +24,51 @@ def _title(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Training loss per image and validation accuracy against epochs."""
-    epochs = [row["epoch"] for row in history]
+def epochs_run(history: list[dict]) -> list[float]:
+    """Epochs run by the end of each row: 3 after three whole epochs, 0.4 for a run
+    stopped by --max-steps two fifths into its first."""
+    return [row["epoch"] - 1 + row.get("epoch_fraction", 1.0) for row in history]
+
+
+def _padded(values: list[float], lowest: float, highest: float, minimum_span: float
+            ) -> tuple[float, float]:
+    """Axis limits around ``values``, at least ``minimum_span`` wide, within bounds."""
+    low, high = min(values), max(values)
+    pad = max((high - low) * 0.1, (minimum_span - (high - low)) / 2)
+    return max(lowest, low - pad), min(highest, high + pad)
+
+
+def learning_curves(history: list[dict], path: str | os.PathLike, title: str = ""):
+    """Training loss per image and validation accuracy against the epochs run (a
+    fraction for a run stopped within an epoch). Few points are drawn large, on axes
+    from 0 epochs and at least 10 accuracy points tall, so one point is visible
+    where it lies. Returns the (closed) figure."""
+    epochs = epochs_run(history)
+    size = 7 if len(history) <= 3 else 3
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax_loss.plot(epochs, [row["loss"] for row in history], marker="o", ms=3, label="objective")
-    ax_loss.plot(epochs, [row["negative_elbo"] for row in history], marker="o", ms=3,
-                 label="-ELBO")
-    ax_loss.set(xlabel="epoch", ylabel="nats per image", title="training loss")
+    # an epoch whose every step was skipped has no loss (null): a gap in the curve
+    losses = tuple([math.nan if row[key] is None else row[key] for row in history]
+                   for key in ("loss", "negative_elbo"))
+    ax_loss.plot(epochs, losses[0], marker="o", ms=size, label="objective")
+    ax_loss.plot(epochs, losses[1], marker="s", ms=size * 0.7, label="-ELBO")
+    ax_loss.set(xlabel="epochs", ylabel="nats per image", title="training loss")
+    values = [v for series in losses for v in series if math.isfinite(v)]
+    if values:
+        ax_loss.set_ylim(*_padded(values, -math.inf, math.inf, 0.2 * max(abs(v) for v in values)))
     ax_loss.legend(frameon=False)
-    ax_acc.plot(epochs, [100 * row["valid_accuracy"] for row in history], marker="o", ms=3,
-                color="C2")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    accuracy = [100 * row["valid_accuracy"] for row in history]
+    ax_acc.plot(epochs, accuracy, marker="o", ms=size, color="C2")
+    ax_acc.set(xlabel="epochs", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.set_ylim(*_padded(accuracy, 0.0, 100.0, 10.0))
     ax_acc.grid(alpha=0.3)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlim(0, max(epochs) * 1.05)
     if title:
         fig.suptitle(_title(title, 90))
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
+    return fig
 
 
 def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "",
@@ -83,8 +111,10 @@ def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = ""
     plt.close(fig)
 
 
-def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
-    """KL(q(z|x) || p(z)) of each latent dimension (rows) at each epoch (columns)."""
+def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = ""):
+    """The KL of each latent dimension (rows) at each epoch (columns): by default
+    sum_y q(y|x) KL(q(z|x,y) || p(z)), what ``evaluate.kl_per_dimension`` computes
+    for M2; ``title`` says what it is for another guide. Returns the (closed) figure."""
     rows = [row for row in history if "kl_per_dim" in row]
     kl = np.array([row["kl_per_dim"] for row in rows]).T  # (D, epochs)
     epochs = [row["epoch"] for row in rows]
@@ -92,7 +122,7 @@ def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = "") ->
     image = ax.imshow(kl, aspect="auto", cmap="viridis", interpolation="nearest",
                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, kl.shape[0] - 0.5, -0.5))
     active = int((kl[:, -1] > 0.05).sum())
-    title = title or "KL(q(z|x) || p(z)) per dimension"
+    title = title or "sum_y q(y|x) KL(q(z|x,y) || p(z)) per dimension"
     ax.set_title(_title(f"{title} ({active} of {kl.shape[0]} dimensions above 0.05 nats at "
                         "the end)", 50), fontsize=9)
     ax.set(xlabel="epoch", ylabel="latent dimension of z")
@@ -101,3 +131,4 @@ def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = "") ->
     fig.tight_layout()
     save_figure(fig, path, dpi=150)
     plt.close(fig)
+    return fig

@@ -52,7 +52,7 @@ def m2_negative_elbo(model, guide, batch: Batch, eps_u: torch.Tensor | None = No
         if eps_u is None:
             eps_u = torch.randn(k, len(x), model.z_dim, device=x.device)
         log_q = F.log_softmax(guide.classify(x), dim=-1)  # (B, K)
-        ys = torch.eye(k, device=x.device).unsqueeze(1)  # (K, 1, K)
+        ys = torch.arange(k, device=x.device).unsqueeze(1)  # (K, 1): every class index
         brackets = _bracket(model, guide, x, ys, eps_u)  # (K, B)
         q = log_q.exp()
         elbo = (q * brackets.T).sum(-1) - (q * log_q).sum(-1)

@@ -113,19 +113,33 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def check(model: str, inference: str) -> ModelSpec:
-    """The spec of ``model``, or an ``UnsupportedError`` that lists what is supported."""
+def check(model: str, inference: str | None = None) -> ModelSpec:
+    """The spec of ``model``, or an ``UnsupportedError`` that lists what is supported;
+    ``inference=None`` is the model's default, always supported."""
     if model not in MODELS:
         raise UnsupportedError(f"unknown model {model!r}: choose one of {', '.join(MODELS)} "
                                f"(ppl-ssvae list)")
     spec = MODELS[model]
-    if inference not in spec.inferences:
+    if inference is not None and inference not in spec.inferences:
         raise UnsupportedError(f"model {model!r} does not take --inference {inference!r}: "
                                f"it takes {', '.join(spec.inferences)} (ppl-ssvae list)")
     return spec
 
 
+def resolve(settings: Settings) -> Settings:
+    """``settings`` with the inference method filled in: ``None`` becomes the model's
+    first listed method, its default. Raises ``UnsupportedError`` as ``check`` does."""
+    spec = check(settings.model, settings.inference)
+    settings = settings if settings.inference else settings.replace(inference=spec.inferences[0])
+    problem = INFERENCES[settings.inference].jit_problem(settings) if settings.jit else None
+    if problem:
+        raise UnsupportedError(f"--jit: {problem}; drop --jit")
+    return settings
+
+
 def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
+    """The model/guide pair, ELBO and objective that ``settings`` describe."""
+    settings = resolve(settings)
     spec = check(settings.model, settings.inference)
     inference = INFERENCES[settings.inference]
     family = inference.y_family(settings)
@@ -135,8 +149,11 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
         model = spec.make_model(settings, family, num_classes, x_dim)
         guide = spec.make_guide(settings, family, num_classes, x_dim)
     classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
-    return SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
-                 settings.classifier_ramp_steps)
+    pair = SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
+                 settings.classifier_ramp_steps, x_dim)
+    if settings.jit:  # evaluation runs without gradients, which a compiled ELBO cannot
+        pair.eager_elbo = inference.elbo(settings.replace(jit=False))
+    return pair
 
 
 def table() -> list[tuple[str, str, str]]:

@@ -29,7 +29,7 @@ import pyro.distributions as dist
 import torch
 from pyro.infer.inspect import generate_graph_specification, get_model_relations
 
-from ppl_ssvae.batch import Batch, one_hot
+from ppl_ssvae.batch import Batch
 from ppl_ssvae.config import Settings
 from ppl_ssvae.io import OutputError, prepare_output_dir
 from ppl_ssvae.registry import MODELS, build, check
@@ -63,7 +63,7 @@ def example_batch(num_classes: int = 10, x_dim: int = 784, size: int = 3,
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(2 * size, x_dim, generator=g) < 0.5).to(torch.get_default_dtype())
     y = torch.arange(size) % num_classes
-    return Batch(x_u=x[:size], x_l=x[size:], y_l=one_hot(y, num_classes), n_u=n_u, n_l=n_l)
+    return Batch(x_u=x[:size], x_l=x[size:], y_l=y, n_u=n_u, n_l=n_l)
 
 
 def _seeing_data(guide):
@@ -80,7 +80,9 @@ def _seeing_data(guide):
             half = torch.full_like(part.x, 0.5)
             seen[part.name] = (declare(f"{part.name}/x", part.x, dist.Bernoulli(half)),
                                None if part.y is None else
-                               declare(f"{part.name}/y", part.y, dist.Bernoulli(0.5 + 0 * part.y)))
+                               declare(f"{part.name}/y", part.y,
+                                       dist.Categorical(logits=torch.zeros(int(part.y.max()) + 1))
+                                       .expand(part.y.shape)))
         x_u, _ = seen.get("unlabelled", (None, None))
         x_l, y_l = seen.get("labelled", (None, None))
         guide(Batch(x_u=x_u, x_l=x_l, y_l=y_l, n_u=batch.n_u, n_l=batch.n_l))

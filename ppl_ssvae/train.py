@@ -5,7 +5,11 @@ unlabelled set) and one batch of labelled images drawn with replacement from the
 labelled set, as the original did; the plates scale both to full-data sums. After
 every epoch the run measures validation accuracy and the KL of each latent
 dimension, writes a checkpoint and ``metrics.jsonl``; test accuracy is taken at the
-best validation epoch and at the last.
+best validation epoch and at the last, and the weights of the best validation epoch
+are kept in ``best.pt`` (``ppl_ssvae.checkpoint.load_weights`` loads them). A run
+stopped by ``--max-steps`` within an epoch records that epoch as the fraction of it
+that was run (``epoch_fraction`` in its metrics row; ``epochs`` in the summary counts
+whole epochs, ``epochs_trained`` the fraction).
 
 Nothing is lost to a kill: a checkpoint (``ppl_ssvae.checkpoint``) is also written
 every ``--checkpoint-every`` steps within an epoch, every file is replaced
@@ -46,23 +50,26 @@ from tqdm.auto import tqdm
 
 from ppl_ssvae import data as data_lib
 from ppl_ssvae import distributed, evaluate, plots
-from ppl_ssvae.batch import Batch, one_hot
+from ppl_ssvae.batch import Batch
 from ppl_ssvae.checkpoint import (
+    BEST_FILE,
     EpochProgress,
     State,
     load_checkpoint,
     pyro_side_params,
     read_checkpoint,
     rng_state,
+    save_best,
     save_checkpoint,
     set_pyro_side_params,
 )
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import MODELS, build, check
+from ppl_ssvae.registry import MODELS, build, resolve
 
 KL_SUBSET = 1000  # validation images used for the per-dimension KL
+LOG_EVERY_SECONDS = 60.0  # progress lines when stderr is not a terminal
 SKIPS_REPORTED = 10  # --on-nan skip: the first skips get a line on stderr, the rest a count
 
 
@@ -72,6 +79,64 @@ class TrainingError(RuntimeError):
 
 class NumericalFault(TrainingError):
     """A non-finite loss or gradient; the message names the step and the term."""
+
+
+class Progress:
+    """Progress on stderr, suited to where it goes: on a terminal a tqdm bar, redrawn
+    in place; elsewhere (a log file, ``nohup``, CI) a plain line at most every
+    ``every`` seconds and one per finished epoch, instead of a redraw per update.
+    ``enabled=False`` writes nothing but ``write``'s messages."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True,
+                 stream=None, every: float = LOG_EVERY_SECONDS, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.total, self.step, self.desc, self.enabled = total, initial, desc, enabled
+        self.every, self.clock = every, clock
+        self.postfix: dict[str, str] = {}
+        self.started = self.last = clock()
+        self.started_at = initial
+        terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                        desc=desc, file=self.stream) if terminal else None
+
+    def update(self, **postfix: str) -> None:
+        """One step taken; ``postfix``: the numbers to show (loss, accuracy ...)."""
+        self.step += 1
+        self.postfix.update(postfix)
+        if self.bar is not None:
+            self.bar.update()
+            if postfix:
+                self.bar.set_postfix(**postfix)
+        elif self.enabled and self.clock() - self.last >= self.every:
+            self._line()
+
+    def epoch_done(self, epoch: int, valid_accuracy: float) -> None:
+        if self.bar is None and self.enabled:
+            self._line(f"epoch {epoch} done, valid_acc={valid_accuracy:.4f}")
+
+    def stopped_in_epoch(self, epoch: int, fraction: float, valid_accuracy: float) -> None:
+        """--max-steps or --time-limit reached inside an epoch, which stays open."""
+        if self.bar is None and self.enabled:
+            self._line(f"stopped {fraction:.2f} into epoch {epoch}, valid_acc={valid_accuracy:.4f}")
+
+    def _line(self, extra: str = "") -> None:
+        self.last = now = self.clock()
+        rate = (self.step - self.started_at) / max(now - self.started, 1e-9)
+        fields = [f"{k}={v}" for k, v in self.postfix.items()] + ([extra] if extra else [])
+        print(f"{self.desc}: step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), "
+              f"{rate:.1f} steps/s" + "".join(f", {f}" for f in fields),
+              file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        """A message that must be seen, on its own line."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +168,7 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
     x_u, x_l = train.x[idx_u], train.x[idx_l]
     if settings.binarize:
         x_u, x_l = data_lib.binarize(x_u), data_lib.binarize(x_l)
-    return Batch(x_u=x_u, x_l=x_l, y_l=one_hot(train.y[idx_l], data.num_classes),
+    return Batch(x_u=x_u, x_l=x_l, y_l=train.y[idx_l],
                  n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l)
 
 
@@ -113,7 +178,8 @@ def train(settings: Settings) -> dict:
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
     Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary."""
     validate(settings)
-    check(settings.model, settings.inference)  # before the data is read
+    settings = resolve(settings)  # the model's default inference, if none was given; checked
+    # before the data is read, and recorded as resolved in config.json
     with distributed.process_group(settings) as device, _held_directory(settings) as out:
         try:
             return _train(settings, out, device)
@@ -178,8 +244,8 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     examples_per_step = settings.batch_size + settings.labelled_batch_size
-    bar = tqdm(total=total_steps, initial=state.step, disable=not (settings.progress and main),
-               unit="step", dynamic_ncols=True, desc=f"{settings.model}/{settings.inference}")
+    bar = Progress(total_steps, state.step, f"{settings.model}/{settings.inference}",
+                   settings.progress and main)
 
     out_of_time = False
     try:
@@ -210,18 +276,19 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
                 if fault:
                     progress.skipped += 1
                     if main and state.skipped + progress.skipped <= SKIPS_REPORTED:
-                        tqdm.write(f"ppl-ssvae: step {state.step} skipped: {fault}", file=sys.stderr)
+                        bar.write(f"ppl-ssvae: step {state.step} skipped: {fault}")
                 else:
                     for key in progress.sums:
                         progress.sums[key] += terms[key]
                 state.step += 1
                 progress.position = i + 1
                 progress.seconds = seconds_before + state.clock["wall"] - wall_before
-                bar.update()
+                postfix = {}
                 if state.step % 20 == 0 or state.step == total_steps:
-                    bar.set_postfix(loss=f"{terms['loss']:.1f}" if terms else "nan",
-                                    best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
-                                    ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                    postfix = dict(loss=f"{terms['loss']:.1f}" if terms else "nan",
+                                   best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
+                                   ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                bar.update(**postfix)
                 if main and evaluation_due(settings, state) and progress.position < steps_per_epoch:
                     evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
                     write_jsonl(out / "evaluations.jsonl", state.evaluations)
@@ -231,6 +298,10 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
             if out_of_time or progress.position < steps_per_epoch:
                 break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
+            if main:  # the other ranks do not evaluate
+                bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
+                if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
+                    save_best(out / BEST_FILE, settings, pair, state)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
             if main:
                 write_jsonl(out / "metrics.jsonl", state.history)
@@ -246,7 +317,10 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             row = epoch_row(pair, data, settings, state, state.epoch + 1, examples_per_step, lr)
             if main:
+                bar.stopped_in_epoch(state.epoch + 1, row["epoch_fraction"], row["valid_accuracy"])
                 state.history.append(row | {"partial": True})
+                if state.best.get("epoch") == state.epoch + 1:  # the summary's number: keep it
+                    save_best(out / BEST_FILE, settings, pair, state)
                 write_jsonl(out / "metrics.jsonl", state.history)
                 write_jsonl(out / "evaluations.jsonl", state.evaluations)
     finally:
@@ -367,7 +441,9 @@ def epoch_row(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: St
     progress = state.in_epoch
     taken = progress.position - progress.skipped
     seconds = max(progress.seconds, 1e-9)
-    row = {"epoch": epoch, "step": state.step, "seconds": progress.seconds,
+    steps_per_epoch = math.ceil(len(progress.order) / settings.batch_size)
+    row = {"epoch": epoch, "epoch_fraction": round(progress.position / steps_per_epoch, 6),
+           "step": state.step, "seconds": progress.seconds,
            "examples_per_second": progress.position * examples_per_step / seconds,
            **{key: value / taken if taken else None for key, value in progress.sums.items()},
            "skipped_steps": progress.skipped, "lr": lr}
@@ -448,6 +524,8 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
     train_seconds = sum(row["seconds"] for row in history)
     steps = history[-1]["step"] if history else 0
     examples = steps * (settings.batch_size + settings.labelled_batch_size)
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
+    whole = [row["seconds"] for row in history if row.get("epoch_fraction", 1.0) == 1.0]
     return {
         "model": settings.model,
         "inference": settings.inference,
@@ -455,14 +533,20 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "classes": data.num_classes,
         "labels": settings.labels,
         "seed": settings.seed,
-        "epochs": state.epoch,
+        # whole epochs: 0 for --max-steps 200 at 500 steps an epoch (budget_summary's
+        # epochs_trained says 0.4)
+        "epochs": state.step // steps_per_epoch,
         "steps": state.step,
+        "steps_per_epoch": steps_per_epoch,
         "test_accuracy": state.best.get("test_accuracy"),
         "test_accuracy_last": evaluate.accuracy(pair, data.test.x, data.test.y, bs),
         "test_elbo": _test_elbo(pair, data, settings),
         "best_valid_accuracy": state.best["valid_accuracy"],
         "best_epoch": state.best.get("epoch"),
-        "seconds_per_epoch": train_seconds / max(1, len(history)),
+        "seconds": train_seconds,
+        "seconds_per_step": train_seconds / steps if steps else None,
+        # over whole epochs only: None when the run never finished one
+        "seconds_per_epoch": sum(whole) / len(whole) if whole else None,
         "examples_per_second": examples / train_seconds if train_seconds else None,
         "skipped_steps": state.skipped + (state.in_epoch.skipped if state.in_epoch else 0),
         "device": settings.device,
@@ -490,13 +574,13 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
     if not hasattr(pair.model, "decode"):  # no z, nothing to sample (the mlp classifier)
         return
     plots.kl_heatmap(state.history, out / "kl_per_dim.png",
-                     f"KL(q(z|x) || p(z)) per dimension: {name}")
+                     f"{evaluate.kl_description(pair)} per dimension: {name}")
     k = data.num_classes
     with evaluate.evaluation(pair), torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         z = torch.randn(samples_per_class, settings.z_dim).to(data.train.x.device)
         z = z.expand(k, -1, -1)  # the same z in every row: the rows differ by class only
-        y = torch.eye(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class, -1)
+        y = torch.arange(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class)
         images = pair.model.decode(z, y)
     layout = ("one row per class, the same z in each column" if k <= plots.MAX_ROWS
               else "one class per cell, the same z in every cell")

@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 
-from ppl_ssvae import Batch, Settings, build, one_hot
+from ppl_ssvae import Batch, Settings, build
 from ppl_ssvae.data import Dataset, synthetic
 
 # The tests' tensors are tiny: a second intra-op thread only adds synchronisation,
@@ -42,7 +42,7 @@ def make_batch(data: Dataset, b_u: int = 8, b_l: int = 6, n_u: int | None = 1000
     idx_l = torch.randint(len(data.train), (b_l,), generator=g)
     x_u = (torch.rand(b_u, 784, generator=g) < data.train.x[idx_u]).float()
     x_l = (torch.rand(b_l, 784, generator=g) < data.train.x[idx_l]).float()
-    return Batch(x_u=x_u, x_l=x_l, y_l=one_hot(data.train.y[idx_l], data.num_classes),
+    return Batch(x_u=x_u, x_l=x_l, y_l=data.train.y[idx_l],
                  n_u=n_u, n_l=n_l, idx_u=idx_u, idx_l=idx_l)
 
 

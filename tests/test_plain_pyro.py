@@ -1,13 +1,20 @@
-"""Model and guide are plain Pyro callables: Pyro's own ``SVI`` and ``Predictive``
-take them as they are, without ppl_ssvae's training loop or objective."""
+"""Model and guide are plain Pyro callables: Pyro's own ``SVI`` (with any ELBO, its
+JIT-compiled ones included), ``Predictive`` and ``infer_discrete`` take them as they
+are, without ppl_ssvae's training loop or objective."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
+import pytest
 import torch
 from pyro.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 
-from conftest import make_batch, small_pair
+from conftest import make_batch, small_pair, small_settings
+from ppl_ssvae import evaluate, one_hot
+from ppl_ssvae.distributions import BernoulliImage
+from ppl_ssvae.registry import UnsupportedError, resolve
 
 
 def test_pyros_own_svi_trains_the_pair(tiny):
@@ -38,9 +45,101 @@ def test_predictive_draws_y_from_the_guide(tiny):
     batch = make_batch(tiny, b_u=5, b_l=3)
     draws = Predictive(pair.model, guide=pair.guide, num_samples=400)(batch)
     y = draws["unlabelled/y"]
-    assert y.shape == (400, 5, 10) and torch.equal(y.sum(-1), torch.ones(400, 5))
+    assert y.shape == (400, 5) and not y.is_floating_point()  # class indices
     assert draws["labelled/z"].shape == (400, 3, pair.model.z_dim)
     with torch.no_grad():
         q_y = pair.guide.classify(batch.x_u).softmax(-1)
     assert q_y.max() > 0.5
-    assert (y.mean(0) - q_y).abs().max() < 0.1  # 400 draws: the standard error is <= 0.025
+    assert (one_hot(y, 10).mean(0) - q_y).abs().max() < 0.1  # 400 draws: the standard error is <= 0.025
+
+
+def _posterior_by_hand(pair, x, latents):
+    """p(y = k | x, z[, a]) from the model's terms for each k: log p(k) + log p(x | k, z)
+    (+ log p(a | x, k, z) for the ADGM); p(z) does not depend on k."""
+    model, k = pair.model, pair.model.num_classes
+    z = latents["unlabelled/z"]
+    ys = torch.arange(k).unsqueeze(1)  # (K, 1)
+    with torch.no_grad():
+        logits = model.decoder(z, ys)  # (K, B, 784)
+        terms = BernoulliImage(logits).log_prob(x) + model.y_logits.log_softmax(-1)[:, None]
+        if "unlabelled/a" in latents:
+            loc, scale = model.aux(x, ys, z)
+            terms = terms + pyro.distributions.Normal(loc, scale).log_prob(
+                latents["unlabelled/a"]).sum(-1)
+    return terms.T.softmax(-1)  # (B, K)
+
+
+@pytest.mark.parametrize("model", ["m2", "adgm"])
+def test_infer_discrete_gives_the_models_posterior_over_y(tiny, model):
+    """``infer_discrete`` on the model under ``config_enumerate``, z (and a) taken from
+    the guide: temperature 0 is the argmax of the exact posterior computed by hand
+    from the model's per-y terms; temperature 1 draws from it."""
+    pair, _ = small_pair(model=model)
+    with torch.no_grad():  # a decoder that reads y weakly: a posterior spread over classes
+        pair.model.decoder.first.linears[1].weight.mul_(0.02)
+        pair.model.decoder.first.linears[0].weight.mul_(0.1)
+    x = make_batch(tiny, b_u=6).x_u
+    latents = evaluate.guide_latents(pair, x)
+    posterior = _posterior_by_hand(pair, x, latents)
+    assert posterior.max() < 0.95 and posterior.min() > 0.001  # not degenerate
+    map_labels = evaluate.posterior_labels(pair, x, temperature=0, latents=latents)
+    assert torch.equal(map_labels, posterior.argmax(-1))
+    draws = 4000  # tile the batch: every copy has the same x and z
+    tiled = {name: value.repeat(draws, 1) for name, value in latents.items()}
+    labels = evaluate.posterior_labels(pair, x.repeat(draws, 1), temperature=1, latents=tiled)
+    frequencies = one_hot(labels.reshape(draws, len(x)), 10).mean(0)  # (B, K)
+    error = (posterior * (1 - posterior) / draws).sqrt()
+    assert float(((frequencies - posterior).abs() / error).max()) < 4.5
+
+
+def test_posterior_labels_of_a_model_without_a_discrete_y_are_refused(tiny):
+    pair, _ = small_pair(model="dirichlet", inference="reparam")
+    with pytest.raises(ValueError, match="no discrete latent y"):
+        evaluate.posterior_labels(pair, tiny.valid.x[:4])
+
+
+@pytest.mark.parametrize(("inference", "jit_class"), [
+    ("enum", "JitTraceEnum_ELBO"), ("gumbel", "JitTrace_ELBO"), ("score-batch", "JitTrace_ELBO")])
+def test_pyros_jit_elbos_train_the_pair(tiny, inference, jit_class):
+    """``--jit`` compiles the ELBO with Pyro's JIT: once compiled, a step on the same
+    draws gives the loss and gradients of the uncompiled ELBO (batch norm and dropout
+    on), and training lowers the loss."""
+    kwargs = dict(inference=inference, batch_norm=True, input_dropout=0.2)
+    jitted, _ = small_pair(jit=True, **kwargs)
+    plain, _ = small_pair(**kwargs)
+    plain.load_state_dict(jitted.state_dict())
+    assert type(jitted.elbo).__name__ == jit_class
+    batch = make_batch(tiny)
+    jitted.loss_and_grads(batch)  # compiles
+    jitted.zero_grad()
+    for seed in (7, 8):
+        losses, grads = [], []
+        for pair in (jitted, plain):
+            pyro.set_rng_seed(seed)
+            losses.append(pair.loss_and_grads(batch)["loss"])
+            grads.append([p.grad.clone() for p in pair.parameters() if p.grad is not None])
+            pair.zero_grad()
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        largest = max(float(g.abs().max()) for g in grads[1])
+        for g_jit, g_plain in zip(*grads, strict=True):
+            # float32 sums of terms of order 1e5 in another order; a bias before batch
+            # norm has a gradient that is 0 up to rounding
+            atol = max(1e-4 * float(g_plain.abs().max()), 1e-6 * largest)
+            torch.testing.assert_close(g_jit, g_plain, rtol=1e-3, atol=atol)
+    optimizer = torch.optim.Adam(jitted.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        losses.append(jitted.loss_and_grads(make_batch(tiny, seed=step), step)["loss"])
+        optimizer.step()
+        optimizer.zero_grad()
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert math.isfinite(jitted.loss(batch))  # evaluation, without gradients, runs uncompiled
+
+
+@pytest.mark.parametrize(("changes", "phrase"), [
+    ({"inference": "tracegraph"}, "TraceGraph_ELBO"), ({"inference": "iwae"}, "ImportanceWeighted"),
+    ({"inference": "gumbel-cat-kl"}, "TraceMeanField_ELBO"),
+    ({"inference": "gumbel", "temperature_decay": 1e-3}, "--temperature-decay")])
+def test_jit_refuses_what_it_cannot_compile_in_one_line(changes, phrase):
+    with pytest.raises(UnsupportedError, match=phrase):
+        resolve(small_settings(jit=True, **changes))

@@ -49,7 +49,7 @@ from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Bernoulli, Normal
 from torch.nn import functional as F
 
-from ppl_ssvae import Batch, Settings, build, evaluate, load_mnist, one_hot
+from ppl_ssvae import Batch, Settings, build, evaluate, load_mnist
 from ppl_ssvae.data import balanced_labels, binarize
 from ppl_ssvae.train import draw_batch
 
@@ -97,10 +97,10 @@ print(f"{len(data.train)} training images; networks with {parameters:,} paramete
 # $$ y \sim \mathrm{Cat}(1/K, \dots, 1/K), \qquad z \sim \mathcal N(0, I_D), \qquad
 #    x \sim \mathrm{Bernoulli}\big(\sigma(f_\theta(z, y))\big), $$
 #
-# a class $y$ (one-hot, $K = 10$), a "style" $z$ (here $D = 32$ numbers) independent of the
-# class, and pixels that are independent coin flips given $(y, z)$, whose probabilities a
-# neural network $f_\theta$ (the *decoder*) computes. In code this is `M2.story`, written
-# once for labelled and unlabelled images alike:
+# a class $y$ (one of $K = 10$, a `Categorical` index), a "style" $z$ (here $D = 32$
+# numbers) independent of the class, and pixels that are independent coin flips given
+# $(y, z)$, whose probabilities a neural network $f_\theta$ (the *decoder*) computes.
+# In code this is `M2.story`, written once for labelled and unlabelled images alike:
 
 # %%
 import inspect
@@ -116,8 +116,8 @@ print(inspect.getsource(type(model).story))
 # %%
 with torch.no_grad(), pyro.plate("images", 8):
     y, z, x = model.story(None)
-print("classes drawn:", y.argmax(-1).tolist())
-assert y.shape == (8, K) and bool((y.sum(-1) == 1).all())  # one-hot classes
+print("classes drawn:", y.tolist())
+assert y.shape == (8,) and bool(((0 <= y) & (y < K)).all())  # class indices
 assert z.shape == (8, settings.z_dim)
 assert set(x.unique().tolist()) <= {0.0, 1.0}  # binary pixels
 
@@ -136,7 +136,7 @@ def class_samples(name, title, columns=10, seed=0):
     with evaluate.evaluation(pair), torch.random.fork_rng():
         torch.manual_seed(seed)
         z = torch.randn(columns, settings.z_dim).expand(K, -1, -1)  # (K, columns, D)
-        y = torch.eye(K).unsqueeze(1).expand(-1, columns, -1)  # (K, columns, K)
+        y = torch.arange(K).unsqueeze(1).expand(-1, columns)  # (K, columns): class indices
         images = model.decode(z, y)  # (K, columns, 784) pixel probabilities
     grid = images.reshape(K, columns, 28, 28).permute(0, 2, 1, 3).reshape(K * 28, columns * 28)
     fig, ax = plt.subplots(figsize=(0.5 * columns, 0.5 * K + 0.3))
@@ -203,7 +203,7 @@ def elbo_labelled(x, y, eps):
 def elbo_unlabelled(x, eps):
     """sum_y q(y|x) ELBO(x, y) + H[q(y|x)], all K classes at once."""
     q_y = F.softmax(guide.classify(x), dim=-1)  # (1, K)
-    every_y = torch.eye(K).unsqueeze(1)  # (K, 1, K): the K one-hot labels
+    every_y = torch.arange(K).unsqueeze(1)  # (K, 1): the K classes
     per_class = elbo_labelled(x, every_y, eps)  # (K, 1): one ELBO(x, y) per class
     return (q_y.T * per_class).sum(0) - (q_y * q_y.log()).sum(-1)
 
@@ -216,7 +216,7 @@ def elbo_unlabelled(x, eps):
 
 # %%
 x_u = binarize(data.valid.x[:1])
-x_l, y_l = binarize(data.valid.x[1:2]), one_hot(data.valid.y[1:2], K)
+x_l, y_l = binarize(data.valid.x[1:2]), data.valid.y[1:2]
 pyro_elbo = TraceEnum_ELBO(max_plate_nesting=1)
 
 with torch.no_grad():
@@ -457,6 +457,37 @@ self_consistency = float((recognised == torch.arange(K)[:, None]).float().mean()
 print(f"the classifier labels {100 * self_consistency:.0f}% of the generated images as "
       f"the class they were generated from (chance: 10%)")
 assert 0.15 < self_consistency < 0.9  # above chance, far from a clean separation
+
+# %% [markdown]
+# **The model's own answer.** The classifier $q(y \mid x)$ is the guide's guess. The
+# model has its own: given an image and a style $z$, Bayes' rule gives
+# $p(y \mid x, z) \propto p(y)\, p(x \mid y, z)$, one decoder pass per class. Pyro's
+# `infer_discrete` computes it from the model's code alone: put the model under
+# `config_enumerate`, fix $z$ (here one draw from the guide) with `poutine.condition`,
+# and ask for the most probable $y$ (`temperature=0`; `1` draws from the posterior).
+# It agrees with the same sum written by hand:
+
+# %%
+from pyro import poutine
+from pyro.infer import config_enumerate, infer_discrete
+
+from ppl_ssvae.distributions import BernoulliImage
+
+x = binarize(data.valid.x[:500])
+with evaluate.evaluation(pair):
+    latents = evaluate.guide_latents(pair, x)  # {"unlabelled/z": (500, D)}: y ~ q(y|x), z ~ q(z|x,y)
+    conditioned = poutine.condition(config_enumerate(model), data=latents)
+    posterior = infer_discrete(conditioned, first_available_dim=-2, temperature=0)
+    map_y = poutine.trace(posterior).get_trace(Batch(x_u=x)).nodes["unlabelled/y"]["value"]
+    logits = model.decoder(latents["unlabelled/z"], torch.arange(K).unsqueeze(1))  # (K, 500, 784)
+    # log p(x | y, z) + log p(y), with the model's own pixel likelihood (the same numbers)
+    by_hand = BernoulliImage(logits).log_prob(x).T + math.log(1 / K)  # (500, K)
+guide_y = evaluate.predict(pair, x).argmax(-1)
+truth = data.valid.y[:500]
+print(f"q(y|x): {100 * float((guide_y == truth).float().mean()):.0f}% right; "
+      f"argmax p(y|x,z): {100 * float((map_y == truth).float().mean()):.0f}% right; "
+      f"they agree on {100 * float((map_y == guide_y).float().mean()):.0f}% of the images")
+assert torch.equal(map_y, by_hand.argmax(-1))
 
 # %% [markdown]
 # **KL per latent dimension.** $\mathrm{KL}(q(z \mid x, y) \,\|\, p(z))$, averaged over
