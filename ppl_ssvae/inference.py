@@ -264,12 +264,8 @@ INFERENCES: dict[str, Inference] = {
                   "exact", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO),
         Inference("enum-seq", "exact sum over y, one y value at a time (TraceEnum_ELBO)",
                   "exact", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO),
-        Inference("score", "one y sampled, score-function gradient with each image's own "
-                  "ELBO as its learning signal, no baseline: the original's ApproxM2 "
-                  "(TraceGraph_ELBO)", "sampled", elbo_class=TraceGraph_ELBO),
-        Inference("score-batch", "one y sampled, score-function gradient with the whole "
-                  "batch's ELBO as every image's learning signal, no baseline (Trace_ELBO)",
-                  "sampled", elbo_class=Trace_ELBO),
+        Inference("score", "one y sampled, score-function gradient, no baseline: the "
+                  "original's ApproxM2 (Trace_ELBO)", "sampled", elbo_class=Trace_ELBO),
         Inference("tracegraph", "one y sampled, score function with a running-average "
                   "baseline (TraceGraph_ELBO)", "sampled", baseline="average",
                   elbo_class=TraceGraph_ELBO),

@@ -81,7 +81,7 @@ def _mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
     return Classifier(network), ClassifierGuide(network)  # one network, two views
 
 
-M2_INFERENCES = ("enum", "enum-seq", "score", "score-batch", "tracegraph", "tracegraph-nn", "gumbel",
+M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gumbel",
                  "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal",
                  "logistic-normal-cat-kl", "iwae", "iwae-logistic-normal")
 CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")

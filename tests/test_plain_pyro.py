@@ -99,7 +99,7 @@ def test_posterior_labels_of_a_model_without_a_discrete_y_are_refused(tiny):
 
 
 @pytest.mark.parametrize(("inference", "jit_class"), [
-    ("enum", "JitTraceEnum_ELBO"), ("gumbel", "JitTrace_ELBO"), ("score-batch", "JitTrace_ELBO")])
+    ("enum", "JitTraceEnum_ELBO"), ("gumbel", "JitTrace_ELBO"), ("score", "JitTrace_ELBO")])
 def test_pyros_jit_elbos_train_the_pair(tiny, inference, jit_class):
     """``--jit`` compiles the ELBO with Pyro's JIT: once compiled, a step on the same
     draws gives the loss and gradients of the uncompiled ELBO (batch norm and dropout
