@@ -86,10 +86,12 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
                  n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l)
 
 
-def train(settings: Settings) -> dict:
+def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     """Train as ``settings`` say, write every output into ``settings.out``, and
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
-    ``settings.out``, if there is one, and ends exactly as an uninterrupted run would."""
+    ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
+    ``data`` is a data set already in memory (the scikit-learn estimator's), in place
+    of loading ``settings.dataset``."""
     validate(settings)
     check(settings.model, settings.inference)  # before the data is read
     out = prepare_output_dir(settings.out)
@@ -97,9 +99,15 @@ def train(settings: Settings) -> dict:
     seed_everything(settings.seed)
     pyro.clear_param_store()
 
-    data = data_lib.load(settings.dataset, settings.data_dir, settings.seed).to(device)
-    labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes,
-                                        settings.seed)
+    if data is None:
+        data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
+    data = data.to(device)
+    data_lib.check_range(data, settings.likelihood == "bernoulli")
+    labelled = data_lib.labelled_indices(data, settings.labels, settings.seed)
+    if data.labelled is not None and settings.progress:
+        tqdm.write(f"ppl-ssvae: training with the {len(labelled)} labelled examples of "
+                   f"{data.source} (--labels picks a subset of fully labelled data only)",
+                   file=sys.stderr)
     x_dim = data.train.x.shape[1]
     pair = build(settings, data.num_classes, x_dim).to(device)
     optimizer = adam(pair.parameters(), settings.lr)
@@ -112,7 +120,8 @@ def train(settings: Settings) -> dict:
         state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g)
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
-    write_json(out / "config.json", settings.to_dict())
+    # the settings, and what the data fix about the networks: enough to rebuild the pair
+    write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data)})
     write_jsonl(out / "metrics.jsonl", state.history)
     saved_at = state.step if checkpoint_path.exists() and settings.resume else None
 
@@ -171,11 +180,18 @@ def train(settings: Settings) -> dict:
     finally:
         bar.close()
 
-    summary = _summary(pair, data, settings, state)
+    summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
     write_json(out / "summary.json", summary)
     if settings.figures:
         write_figures(pair, data, settings, state, out)
     return summary
+
+
+def data_info(data: data_lib.Dataset) -> dict:
+    """What a run's ``config.json`` records of its data: the networks' sizes, the
+    shape of one example, where the data came from."""
+    return {"name": data.name, "source": data.source, "num_classes": data.num_classes,
+            "x_dim": data.x_dim, "shape": list(data.shape)}
 
 
 def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step: int,
