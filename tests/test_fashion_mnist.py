@@ -12,8 +12,8 @@ import struct
 import numpy as np
 import pytest
 import torch
-from clitools import assert_error, train_cli
 
+from clitools import assert_error, train_cli
 from ppl_ssvae import data as data_lib
 from ppl_ssvae.data import DataError
 from ppl_ssvae.data import fashion_mnist as fashion_lib

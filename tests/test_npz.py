@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from clitools import FAST, assert_error, train_cli
 
+from clitools import FAST, assert_error, train_cli
 from ppl_ssvae import load_run
 from ppl_ssvae.cli import main
 from ppl_ssvae.data import DataError, labelled_indices, load, load_npz

@@ -12,8 +12,8 @@ import struct
 import numpy as np
 import pytest
 import torch
-from clitools import assert_error
 
+from clitools import assert_error
 from conftest import small_settings
 from ppl_ssvae import evaluate, load_run, one_hot, train
 from ppl_ssvae.cli import main
