@@ -123,6 +123,8 @@ def aggregate(results: Path, keys: list[str], seeds: list[int], dataset: str = "
         }
         if key in known:
             summary[key]["original"] = {"row": known[key][0], "valid_accuracy": known[key][1]}
+            summary[key]["epochs_to_original"] = epochs_to_reach(
+                [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs], known[key][1])
         curves[key] = [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs]
         slug = key.replace("/", "-")
         for name in ("samples", "kl_per_dim"):
@@ -136,16 +138,31 @@ def aggregate(results: Path, keys: list[str], seeds: list[int], dataset: str = "
     return summary
 
 
+def epochs_to_reach(curves: list[list[float]], target: float) -> int | None:
+    """The first epoch at which the mean over seeds of the best validation accuracy so far
+    reaches ``target``; None if it never does."""
+    length = min(len(c) for c in curves)
+    best = np.maximum.accumulate(np.array([c[:length] for c in curves]), axis=1).mean(0)
+    reached = np.nonzero(best >= target)[0]
+    return int(reached[0]) + 1 if len(reached) else None
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _reached(row: dict) -> str:
+    epochs = row.get("epochs_to_original")
+    return f"not in {row['epochs']}" if epochs is None else str(epochs)
 
 
 def markdown(summary: dict, dataset: str = "mnist") -> str:
     known = ORIGINAL if dataset == "mnist" else {}
     lines = [
         "| model / inference | test accuracy % (mean ± std) | best valid. % | test ELBO (nats/image) "
-        "| seeds | epochs | wall time | original (valid., 300 epochs) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds | epochs | wall time | original (valid., 300 epochs) | epochs to the original's "
+        "number | time per run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     finished = [k for k in summary if not summary[k].get("partial")]
     order = sorted(finished, key=lambda k: -(summary[k]["test_accuracy_mean"] or 0))
@@ -158,7 +175,9 @@ def markdown(summary: dict, dataset: str = "mnist") -> str:
             f"| {key} | {_pct(row['test_accuracy_mean'])} ± {_pct(row['test_accuracy_std'])} "
             f"| {_pct(row['best_valid_accuracy_mean'])} | {'n/a' if elbo is None else f'{elbo:.1f}'} "
             f"| {len(row['seeds'])} | {row['epochs']} | {hours:.2f} h ({row.get('device', 'cpu')}) "
-            f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
+            f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} "
+            f"| {_reached(row) if original else ''} "
+            f"| {row['wall_seconds'] / 3600 / max(1, len(row['seeds'])):.2f} h |")
     partial = sorted((k for k in summary if summary[k].get("partial")),
                      key=lambda k: -summary[k]["best_valid_accuracy_mean"])
     if partial:
@@ -200,9 +219,15 @@ def accuracy_figure(curves: dict[str, list[list[float]]], path: Path, dataset: s
         mean, std, seeds = stats[key]
         epochs = np.arange(1, len(mean) + 1)
         colour = colours[i % len(colours)]
+        original = ORIGINAL.get(key) if dataset == "mnist" else None
+        label = f"{key} ({seeds} seeds)" + (
+            f"; original {100 * original[1]:.1f}" if original else "")
         ax.plot(epochs, mean, color=colour, marker="o" if len(mean) <= 10 else None,
-                markersize=3, label=f"{key} ({seeds} seeds)")
+                markersize=3, label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+        if original:  # the original's number (300 epochs), a tick at the right edge
+            ax.plot([1.0], [100 * original[1]], marker="<", color=colour, markersize=8,
+                    transform=ax.get_yaxis_transform(), clip_on=False)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
            title=f"{'MNIST, 100 labels' if dataset == 'mnist' else dataset}: validation "
                  f"accuracy (mean ± std over seeds)")

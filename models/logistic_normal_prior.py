@@ -3,7 +3,7 @@
 
 Generative process, for every image n (labelled or not)::
 
-    a_n     ~ N(0, I_K)                                   class scores
+    a_n     ~ N(0, s^2 I_K)                               class scores (s = 1 / --temperature)
     alpha_n = softmax(a_n)                                class weights, on the simplex
     y_n     ~ Cat(alpha_n)                                class, one-hot
     z_n     ~ N(0, I_D)                                   style
@@ -36,10 +36,11 @@ class LogisticNormalPrior(M2):
 
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
-                 y_family: ExactY | None = None, likelihood: str = "bernoulli"):
+                 y_family: ExactY | None = None, scale: float = 1.0,
+                 likelihood: str = "bernoulli"):
         super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family, likelihood)
         self.register_buffer("a_loc", torch.zeros(num_classes))
-        self.register_buffer("a_scale", torch.ones(num_classes))
+        self.register_buffer("a_scale", torch.full((num_classes,), float(scale)))
 
     def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """The generative process for a plate of images; ``y=None``: y unobserved."""

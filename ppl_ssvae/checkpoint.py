@@ -7,7 +7,9 @@ Pyro's parameters that live outside the networks (TraceGraph's decaying-average
 baselines), the metrics history, the best-validation record and, when written in
 the middle of an epoch, that epoch's permutation of the data, the position in it
 and the running sums. Resuming from it reproduces the uninterrupted run bit for bit
-on the CPU.
+on the CPU. A run of several processes (``ppl_ssvae.distributed``) is resumed with
+as many: its checkpoint, written by rank 0, holds every rank's generators and says
+how many ranks there were.
 
 It is written atomically (``ppl_ssvae.io``) and read with
 ``torch.load(weights_only=True)``: tensors and plain Python values only, so a
@@ -111,8 +113,10 @@ def set_pyro_side_params(params: dict[str, torch.Tensor], device: torch.device) 
 # --------------------------------------------------------------------------- save and load
 
 def save_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optimizer, scheduler,
-                    data_generator: torch.Generator, state: State) -> None:
-    """Write everything a resumed run needs; the old file stays until this one is whole."""
+                    data_generator: torch.Generator, state: State,
+                    rank_rngs: list[dict] | None = None) -> None:
+    """Write everything a resumed run needs; the old file stays until this one is whole.
+    ``rank_rngs``: in a run of several processes, every rank's ``rng_state``, in rank order."""
     in_epoch = None
     if state.in_epoch is not None:
         progress = state.in_epoch
@@ -130,6 +134,8 @@ def save_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
         "scheduler": scheduler.state_dict(),
         "pyro_params": pyro_side_params(),
         "rng": rng_state(data_generator),
+        "world_size": len(rank_rngs) if rank_rngs else 1,
+        "rank_rngs": rank_rngs if rank_rngs and len(rank_rngs) > 1 else [],
         "epoch": state.epoch,
         "step": state.step,
         "history": state.history,
@@ -205,11 +211,21 @@ def _flag_value(value) -> str:
 
 
 def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optimizer, scheduler,
-                    data_generator: torch.Generator) -> State:
+                    data_generator: torch.Generator, payload: dict | None = None,
+                    rank: int = 0, world_size: int = 1) -> State:
     """Restore the networks, optimiser, scheduler, Pyro's side parameters and every
-    random number generator from ``path``; return the run's bookkeeping."""
-    payload = read_checkpoint(path)
+    random number generator from ``path`` (or from ``payload``, the checkpoint already
+    read from it); return the run's bookkeeping. ``rank`` of ``world_size`` processes
+    takes its own generators."""
+    payload = payload if payload is not None else read_checkpoint(path)
     check_same_run(payload, settings, path)
+    saved_world = payload.get("world_size", 1)
+    if saved_world != world_size:
+        how = ("without torchrun" if saved_world == 1 else
+               f"under torchrun with {saved_world} processes in all (--nproc_per_node x --nnodes)")
+        raise CheckpointError(
+            f"{path} was written by a run of {saved_world} process(es) and this run has "
+            f"{world_size}: resume it {how}, or choose another --out")
     try:
         pair.load_state_dict(payload["networks"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -219,7 +235,7 @@ def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
                               f"({_first_line(e)}): it was written by another version of the "
                               f"code; start over in another --out") from None
     set_pyro_side_params(payload["pyro_params"], torch.device(settings.device))
-    set_rng_state(payload["rng"], data_generator)
+    set_rng_state(payload["rank_rngs"][rank] if world_size > 1 else payload["rng"], data_generator)
     in_epoch = payload["in_epoch"]
     if in_epoch is not None:
         in_epoch = EpochProgress(in_epoch["order"], in_epoch["position"], dict(in_epoch["sums"]),

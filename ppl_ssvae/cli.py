@@ -3,6 +3,7 @@
 The options of ``train`` are generated from ``Settings``, so every setting has
 a flag and ``--help`` documents it. Errors a user can fix print one line and
 exit with status 2; a run stopped by a non-finite loss or gradient exits with 3.
+Under torchrun every rank runs ``train`` and fails alike; rank 0 alone prints.
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ppl_ssvae.distributed import is_main
     from ppl_ssvae.train import train
 
     summary = train(settings_from_args(args))
-    print(json.dumps(summary, indent=2))
-    print(f"outputs and figures are in {args.out}/")
+    if is_main():
+        print(json.dumps(summary, indent=2))
+        print(f"outputs and figures are in {args.out}/")
     return 0
 
 
@@ -248,24 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from ppl_ssvae.checkpoint import CheckpointError
+    from ppl_ssvae.distributed import DistributedError, is_main
     from ppl_ssvae.io import OutputError
     from ppl_ssvae.registry import UnsupportedError
     from ppl_ssvae.run import InputError, RunError
     from ppl_ssvae.train import NumericalFault, TrainingError
 
     args = build_parser().parse_args(argv)
+
+    def say(message: str) -> None:  # under torchrun every rank has the same to say
+        if is_main():
+            print(message, file=sys.stderr)
+
     try:
         return args.run_command(args)
     except NumericalFault as e:
-        print(f"ppl-ssvae: error: {e}", file=sys.stderr)
+        say(f"ppl-ssvae: error: {e}")
         return EXIT_NUMERICAL_FAULT
     except (UserError, SettingsError, DataError, UnsupportedError, TrainingError,
-            CheckpointError, OutputError, InputError, RunError) as e:
-        print(f"ppl-ssvae: error: {e}", file=sys.stderr)
+            CheckpointError, OutputError, DistributedError, InputError, RunError) as e:
+        say(f"ppl-ssvae: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("ppl-ssvae: interrupted; rerun with --resume to continue from the last "
-              "checkpoint", file=sys.stderr)
+        say("ppl-ssvae: interrupted; rerun with --resume to continue from the last checkpoint")
         return 130
 
 

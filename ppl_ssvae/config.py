@@ -64,7 +64,9 @@ class Settings:
         metadata={"help": "ramp the classifier weight linearly from 1%% to 100%% over this many steps"},
     )
     temperature: float = field(
-        default=1.0, metadata={"help": "temperature of the relaxed y (gumbel, st-gumbel, logistic-normal)"}
+        default=1.0, metadata={"help": "temperature tau = 1/s of the relaxed y (gumbel, st-gumbel, "
+                                    "logistic-normal); for logistic-normal-prior, the prior of "
+                                    "the class scores is N(0, I / tau^2)"}
     )
     temperature_min: float = field(
         default=1.0, metadata={"help": "floor of the temperature schedule"}
@@ -84,9 +86,15 @@ class Settings:
     max_steps: int | None = field(
         default=None, metadata={"help": "stop after this many steps in all (smoke runs)"}
     )
-    batch_size: int = field(default=100, metadata={"help": "unlabelled examples per step"})
+    batch_size: int = field(
+        default=100,
+        metadata={"help": "unlabelled examples per step, in all: under torchrun the global batch, "
+                  "split evenly over the processes (a multiple of their number)"},
+    )
     labelled_batch_size: int = field(
-        default=100, metadata={"help": "labelled examples per step, drawn with replacement"}
+        default=100,
+        metadata={"help": "labelled examples per step, drawn with replacement; global under "
+                  "torchrun, as --batch-size"},
     )
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     lr_decay: float = field(

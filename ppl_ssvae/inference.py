@@ -36,6 +36,7 @@ from ppl_ssvae.nets import MLP
 from ppl_ssvae.relaxed import (
     CategoricalKLConcrete,
     CategoricalKLConcreteStraightThrough,
+    CategoricalKLLogisticNormal,
     Concrete,
     ConcreteStraightThrough,
     LogisticNormalSimplex,
@@ -172,8 +173,6 @@ class RelaxedY(ExactY):
         self.minimum = temperature if minimum is None else min(minimum, temperature)
         self.decay = decay
         self.temperature = temperature
-        if categorical_kl and relaxation == "logistic-normal":
-            raise ValueError("the categorical KL is defined for the Gumbel-Softmax relaxations")
         self.categorical_kl = categorical_kl
 
     def set_step(self, step: int) -> None:
@@ -182,7 +181,8 @@ class RelaxedY(ExactY):
     def _distribution(self, logits: torch.Tensor) -> dist.Distribution:
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
         if self.relaxation == "logistic-normal":
-            return LogisticNormalSimplex(temperature, logits)
+            cls = CategoricalKLLogisticNormal if self.categorical_kl else LogisticNormalSimplex
+            return cls(temperature, logits)
         cls = CONCRETE[self.categorical_kl, self.straight_through]
         return cls(temperature, logits=logits)
 
@@ -236,7 +236,11 @@ INFERENCES: dict[str, Inference] = {
                   "exact", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO),
         Inference("enum-seq", "exact sum over y, one y value at a time (TraceEnum_ELBO)",
                   "exact", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO),
-        Inference("score", "one y sampled, score-function gradient, no baseline (Trace_ELBO)",
+        Inference("score", "one y sampled, score-function gradient with each image's own "
+                  "ELBO as its learning signal, no baseline: the original's ApproxM2 "
+                  "(TraceGraph_ELBO)", "sampled", elbo_class=TraceGraph_ELBO),
+        Inference("score-batch", "one y sampled, score-function gradient with the whole "
+                  "batch's ELBO as every image's learning signal, no baseline (Trace_ELBO)",
                   "sampled", elbo_class=Trace_ELBO),
         Inference("tracegraph", "one y sampled, score function with a running-average "
                   "baseline (TraceGraph_ELBO)", "sampled", baseline="average",
@@ -256,6 +260,9 @@ INFERENCES: dict[str, Inference] = {
                   elbo_class=TraceMeanField_ELBO, categorical_kl=True),
         Inference("logistic-normal", "y relaxed as softmax((logits + N(0, I)) / temperature) "
                   "(Trace_ELBO)", "logistic-normal", elbo_class=Trace_ELBO),
+        Inference("logistic-normal-cat-kl", "y relaxed as in logistic-normal, scored by the KL "
+                  "of the categoricals it relaxes; closed-form KL for z (TraceMeanField_ELBO)",
+                  "logistic-normal", elbo_class=TraceMeanField_ELBO, categorical_kl=True),
         Inference("iwae", "importance-weighted bound, --particles samples per image; M2's y "
                   "relaxed as in gumbel (ImportanceWeightedELBO)", "gumbel",
                   elbo_class=ImportanceWeightedELBO),

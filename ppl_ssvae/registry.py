@@ -55,7 +55,10 @@ def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
 
 
 def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
-    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family, s.likelihood)
+    # softmax(a / tau) with a ~ N(0, I) is softmax(a') with a' ~ N(0, I / tau^2): the
+    # original's sharpening s = 1 / tau, written as the prior's scale
+    return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family,
+                               scale=1.0 / s.temperature, likelihood=s.likelihood)
 
 
 def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -78,9 +81,9 @@ def _mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
     return Classifier(network), ClassifierGuide(network)  # one network, two views
 
 
-M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gumbel",
-                 "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal", "iwae",
-                 "iwae-logistic-normal")
+M2_INFERENCES = ("enum", "enum-seq", "score", "score-batch", "tracegraph", "tracegraph-nn", "gumbel",
+                 "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal",
+                 "logistic-normal-cat-kl", "iwae", "iwae-logistic-normal")
 CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")
 
 def _adgm(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:

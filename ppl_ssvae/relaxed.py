@@ -139,11 +139,11 @@ class LogisticNormalSimplex(TorchDistribution):
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(LogisticNormalSimplex, _instance)
+        new = self._get_checked_instance(type(self), _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
         new.temperature = self.temperature
-        super(LogisticNormalSimplex, new).__init__(batch_shape, self.event_shape,
+        TorchDistribution.__init__(new, batch_shape, self.event_shape,
                                                    validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -166,6 +166,18 @@ class LogisticNormalSimplex(TorchDistribution):
         log_normal = (-0.5 * quadratic - 0.5 * math.log(k) + (k - 1) * tau.log()
                       - 0.5 * (k - 1) * math.log(2 * math.pi))
         return log_normal - log_y.sum(-1)
+
+
+class CategoricalKLLogisticNormal(LogisticNormalSimplex):
+    """The logistic-normal relaxation whose KL to another is the KL of the categoricals
+    ``Cat(softmax(logits))`` it relaxes, as the original's LogisticNormalM2 scored it
+    (``--inference logistic-normal-cat-kl``); see ``CategoricalKLConcrete`` for why."""
+
+
+@register_kl(CategoricalKLLogisticNormal, CategoricalKLLogisticNormal)
+def _categorical_kl_logistic_normal(q: CategoricalKLLogisticNormal,
+                                    p: CategoricalKLLogisticNormal) -> torch.Tensor:
+    return kl_divergence(dist.Categorical(logits=q.logits), dist.Categorical(logits=p.logits))
 
 
 class LogSpaceDirichlet(dist.Dirichlet):

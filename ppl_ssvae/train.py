@@ -13,6 +13,10 @@ atomically, and ``--resume`` goes on from the last checkpoint to exactly the
 results of an uninterrupted run. A loss or gradient that is not finite stops the
 run (``NumericalFault``) before it touches the parameters, or with ``--on-nan
 skip`` the step is undone and counted.
+
+Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
+each rank takes its share of every batch, one collective per step averages the
+gradients, and rank 0 alone evaluates, writes and reports.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae import evaluate, plots
+from ppl_ssvae import distributed, evaluate, plots
 from ppl_ssvae.batch import Batch, one_hot
 from ppl_ssvae.checkpoint import (
     EpochProgress,
     State,
     load_checkpoint,
     pyro_side_params,
+    read_checkpoint,
+    rng_state,
     save_checkpoint,
     set_pyro_side_params,
 )
@@ -72,10 +78,12 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
 def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Settings,
                order: torch.Tensor, i: int, g: torch.Generator) -> Batch:
     """The i-th step's batch: a slice of this epoch's permutation of the unlabelled
-    set, and labelled indices drawn with replacement; all on the data's device."""
+    set, and labelled indices drawn with replacement; all on the data's device. Under
+    torchrun, this rank's share of both (every rank draws the whole batch alike)."""
     train = data.train
     idx_u = order[i * settings.batch_size:(i + 1) * settings.batch_size]
     draws = torch.randint(len(labelled), (settings.labelled_batch_size,), generator=g)
+    idx_u, draws = distributed.shard(idx_u, wrap=order), distributed.shard(draws)
     idx_l = labelled[draws]
     device = train.x.device
     idx_u, idx_l = idx_u.to(device), idx_l.to(device)
@@ -90,12 +98,18 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     """Train as ``settings`` say, write every output into ``settings.out``, and
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
+    Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary.
     ``data`` is a data set already in memory (the scikit-learn estimator's), in place
     of loading ``settings.dataset``."""
     validate(settings)
     check(settings.model, settings.inference)  # before the data is read
-    out = prepare_output_dir(settings.out)
-    device = torch.device(settings.device)
+    with distributed.process_group(settings) as device:
+        return _train(settings, device, data)
+
+
+def _train(settings: Settings, device: torch.device, data: data_lib.Dataset | None) -> dict:
+    main = distributed.is_main()
+    out = distributed.from_main(lambda: prepare_output_dir(settings.out))
     seed_everything(settings.seed)
     pyro.clear_param_store()
 
@@ -114,20 +128,31 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
     g = torch.Generator().manual_seed(settings.seed)  # data order and labelled draws
     state = State()
+    distributed.seed_rank(settings.seed)
 
     checkpoint_path = out / "checkpoint.pt"
-    if settings.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g)
+    payload = None  # read by rank 0 and handed to every rank
+    if settings.resume:
+        payload = distributed.from_main(
+            lambda: read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None)
+    if payload is not None:
+        state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g,
+                                payload, distributed.rank(), distributed.world_size())
+    distributed.broadcast_state(pair)  # every rank starts from rank 0's parameters
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
-    # the settings, and what the data fix about the networks: enough to rebuild the pair
-    write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data)})
-    write_jsonl(out / "metrics.jsonl", state.history)
-    saved_at = state.step if checkpoint_path.exists() and settings.resume else None
+    if main:
+        # the settings, and what the data fix about the networks: enough to rebuild the pair
+        write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data),
+                                         "world_size": distributed.world_size()})
+        write_jsonl(out / "metrics.jsonl", state.history)
+    saved_at = state.step if payload is not None else None
 
     def checkpoint() -> None:
         nonlocal saved_at
-        save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state)
+        rngs = distributed.gather(rng_state(g)) if distributed.world_size() > 1 else None
+        if main:
+            save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state, rngs)
         saved_at = state.step
 
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
@@ -135,7 +160,7 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     examples_per_step = settings.batch_size + settings.labelled_batch_size
-    bar = tqdm(total=total_steps, initial=state.step, disable=not settings.progress,
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (settings.progress and main),
                unit="step", dynamic_ncols=True, desc=f"{settings.model}/{settings.inference}")
 
     try:
@@ -158,7 +183,7 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
                         f"to skip such steps, or start over with a lower --lr or a --clip-norm")
                 if fault:
                     progress.skipped += 1
-                    if state.skipped + progress.skipped <= SKIPS_REPORTED:
+                    if main and state.skipped + progress.skipped <= SKIPS_REPORTED:
                         tqdm.write(f"ppl-ssvae: step {state.step} skipped: {fault}", file=sys.stderr)
                 else:
                     for key in progress.sums:
@@ -176,15 +201,19 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
                     checkpoint()  # mid-epoch; the epoch's end writes its own
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
-            write_jsonl(out / "metrics.jsonl", state.history)
+            if main:
+                write_jsonl(out / "metrics.jsonl", state.history)
     finally:
         bar.close()
 
-    summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
-    write_json(out / "summary.json", summary)
-    if settings.figures:
-        write_figures(pair, data, settings, state, out)
-    return summary
+    def finish() -> dict:
+        summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
+        write_json(out / "summary.json", summary)
+        if settings.figures:
+            write_figures(pair, data, settings, state, out)
+        return summary
+
+    return distributed.from_main(finish)
 
 
 def data_info(data: data_lib.Dataset) -> dict:
@@ -199,16 +228,18 @@ def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step:
     """One optimiser step on ``batch``: the loss terms, and what was not finite if
     something was (then the parameters are left as they were)."""
     saved = _side_state(pair) if settings.on_nan == "skip" else None
-    terms = None
+    terms, invalid = None, None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")  # our message says it
         try:
             terms = pair.loss_and_grads(batch, step)
-            fault = _fault(pair, terms)
         except ValueError as e:  # distribution arguments Pyro's validation found not finite
             if "invalid values" not in str(e):
                 raise
-            fault = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
+            invalid = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
+        # under torchrun: averaged over the ranks, so all of them see the same fault
+        terms = distributed.average_gradients(pair, terms)
+        fault = invalid or _fault(pair, terms)
     if fault is None:
         if settings.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(pair.parameters(), settings.clip_norm * batch.size)
@@ -233,7 +264,8 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
            "examples_per_second": progress.position * examples_per_step / seconds,
            **{key: value / taken for key, value in progress.sums.items()},
            "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
-    row.update(_evaluate(pair, data, settings, state))
+    if distributed.is_main():  # the other ranks' rows are never written
+        row.update(_evaluate(pair, data, settings, state))
     state.history.append(row)
     state.in_epoch = None
 
@@ -309,6 +341,7 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
         "examples_per_second": examples / train_seconds if train_seconds else None,
         "skipped_steps": state.skipped,
         "device": settings.device,
+        "world_size": distributed.world_size(),
     }
 
 

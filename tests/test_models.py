@@ -72,11 +72,13 @@ def _dirichlet(log_alpha, c):
     return ((c - 1) * log_alpha).sum(-1) + torch.lgamma(c.sum(-1)) - torch.lgamma(c).sum(-1)
 
 
-def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny):
-    """The unlabelled part: log N(a) + log N(z) + log p(x | z, softmax(a)) - log q;
-    the labelled part adds log softmax(a)_y; each scaled by N / B. The noise is
-    drawn in the guide's order: a then z, unlabelled then labelled."""
-    pair, _ = small_pair(model="logistic-normal-prior", inference="reparam")
+@pytest.mark.parametrize("temperature", [1.0, 1 / 3])
+def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature):
+    """The unlabelled part: log N(a; 0, I / tau^2) + log N(z) + log p(x | z, softmax(a))
+    - log q; the labelled part adds log softmax(a)_y; each scaled by N / B. The noise
+    is drawn in the guide's order: a then z, unlabelled then labelled."""
+    pair, _ = small_pair(model="logistic-normal-prior", inference="reparam",
+                         temperature=temperature)
     batch = make_batch(tiny)
     model, guide = pair.model, pair.guide
     pyro.set_rng_seed(11)
@@ -90,7 +92,8 @@ def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny):
             alpha = a.softmax(-1)
             z_loc, z_scale = guide.encode_z(x, alpha)
             z = z_loc + z_scale * torch.randn(len(x), model.z_dim)
-            elbo = (_normal(a, torch.zeros(10), torch.ones(10)) - _normal(a, loc, scale)
+            elbo = (_normal(a, torch.zeros(10), torch.ones(10) / temperature)
+                    - _normal(a, loc, scale)
                     + _normal(z, torch.zeros_like(z), torch.ones_like(z))
                     - _normal(z, z_loc, z_scale) + _bernoulli(x, model.decoder(z, alpha)))
             if y is not None:
@@ -147,7 +150,7 @@ def test_dirichlet_kl_term_equals_its_closed_form(tiny):
 
 @pytest.mark.parametrize(("model", "inference"), [
     ("dirichlet", "analytic-kl"), ("logistic-normal-prior", "analytic-kl"),
-    ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl")])
+    ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl"), ("m2", "logistic-normal-cat-kl")])
 def test_analytic_kl_swaps_monte_carlo_kl_for_the_closed_form(tiny, model, inference):
     """With the same draws, TraceMeanField_ELBO differs from Trace_ELBO by exactly
     sum over sites of (one-draw estimate of the KL - the closed-form KL); for the

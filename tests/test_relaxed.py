@@ -13,6 +13,7 @@ from torch.distributions import Dirichlet, MultivariateNormal, RelaxedOneHotCate
 from ppl_ssvae.relaxed import (
     CategoricalKLConcrete,
     CategoricalKLConcreteStraightThrough,
+    CategoricalKLLogisticNormal,
     Concrete,
     ConcreteStraightThrough,
     LogisticNormalSimplex,
@@ -68,7 +69,8 @@ def test_concrete_density_is_pytorchs_where_that_is_finite():
                                    rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("cls", [CategoricalKLConcrete, CategoricalKLConcreteStraightThrough])
+@pytest.mark.parametrize("cls", [CategoricalKLConcrete, CategoricalKLConcreteStraightThrough,
+                                 CategoricalKLLogisticNormal])
 def test_categorical_kl_is_the_kl_of_the_relaxed_categoricals(cls):
     """The KL ``gumbel-cat-kl`` uses is sum_k q_k log(q_k / p_k), at most log K, where
     the Monte Carlo KL of the relaxed densities keeps growing with q's confidence."""

@@ -1,0 +1,195 @@
+"""What the unlabelled term does to the classifier, measured during training.
+
+    python -m experiments.diagnose --model logistic-normal-prior --inference reparam \
+        --steps 1500 --every 100 --out experiments/results/reproduction/diagnosis/lnp
+
+Trains a pair with the library's own step (``ppl_ssvae.train.take_step``, the settings
+of ``experiments/configs`` for that row unless given) and, every ``--every`` steps, on
+fixed batches, records:
+
+- ``valid_accuracy`` on the first ``--valid`` validation images;
+- ``margin_labelled`` / ``margin_valid``: the mean gap between the top two logits of the
+  classifier on the labelled images and on validation images (how confident it is, where
+  it was taught and where it is judged);
+- ``kl_y``: the mean KL of q(y|x) (or q(a|x), per dimension for the logistic-normal
+  prior) from the prior, the price the unlabelled term puts on a confident classifier;
+- the gradient that the unlabelled ELBO (the term that makes the method
+  semi-supervised) sends to the classifier's parameters, over ``--draws`` repeated draws
+  on the same batch: its mean's norm, its relative variance (E|g - mean|^2 / |mean|^2:
+  above 1, a single draw is mostly noise), and the cosine between its mean and the
+  gradient that *lowers* the cross-entropy of the true labels of held-out validation
+  images (positive: the unlabelled term teaches the classifier the right classes;
+  negative: it teaches them away). The classifier term's gradient norm is beside it.
+
+Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from experiments.compare import resolve  # noqa: E402
+from ppl_ssvae import data as data_lib  # noqa: E402
+from ppl_ssvae.batch import Batch  # noqa: E402
+from ppl_ssvae.config import Settings  # noqa: E402
+from ppl_ssvae.evaluate import evaluation  # noqa: E402
+from ppl_ssvae.io import save_figure, write_json  # noqa: E402
+from ppl_ssvae.registry import build  # noqa: E402
+from ppl_ssvae.train import adam, draw_batch, seed_everything, take_step  # noqa: E402
+
+
+def classifier_parameters(pair, x: torch.Tensor) -> list[torch.nn.Parameter]:
+    """The parameters that the classifier's logits depend on."""
+    params = [p for p in pair.guide.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        grads = torch.autograd.grad(pair.classify(x[:4]).sum(), params, allow_unused=True)
+    return [p for p, g in zip(params, grads, strict=True) if g is not None]
+
+
+def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in params])
+
+
+def margin(logits: torch.Tensor) -> float:
+    top = logits.topk(2, dim=-1).values
+    return float((top[:, 0] - top[:, 1]).mean())
+
+
+def kl_of_classifier(pair, logits: torch.Tensor, x: torch.Tensor) -> list[float]:
+    """KL of the classifier's distribution from the prior: q(a|x) per dimension for the
+    logistic-normal prior (a Gaussian), else KL(q(y|x) || Cat(1/K)) as one number."""
+    scores = getattr(pair.guide, "scores", None)
+    if scores is not None and hasattr(pair.model, "a_loc"):
+        loc, scale = scores(x)
+        kl = 0.5 * (loc**2 + scale**2 - 1) - scale.log()
+        return [float(v) for v in kl.mean(0)]
+    log_q = logits.log_softmax(-1)
+    return [float((log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(-1).mean())]
+
+
+def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step: int) -> dict:
+    row = {"step": step}
+    with evaluation(pair):
+        logits_valid = pair.classify(valid_x)
+        row["valid_accuracy"] = float((logits_valid.argmax(-1) == valid_y).float().mean())
+        row["margin_valid"] = margin(logits_valid)
+        row["margin_labelled"] = margin(pair.classify(labelled_x))
+        row["kl_y"] = kl_of_classifier(pair, logits_valid, valid_x)
+    # the direction that lowers held-out cross-entropy (eval mode: no dropout noise)
+    was = pair.training
+    pair.eval()
+    pair.zero_grad(set_to_none=True)
+    F.cross_entropy(pair.classify(valid_x[:1000]), valid_y[:1000]).backward()
+    descent = -flat_grad(params)
+    pair.train(was)
+    # the unlabelled ELBO's gradient, draw after draw on one batch
+    unlabelled = Batch(x_u=batch.x_u, n_u=batch.n_u, idx_u=batch.idx_u)
+    samples = []
+    for _ in range(draws):
+        pair.zero_grad(set_to_none=True)
+        pair.elbo.loss_and_grads(pair.model, pair.guide, unlabelled)
+        samples.append(-flat_grad(params))  # the direction the ELBO term moves them
+    pair.zero_grad(set_to_none=True)
+    g = torch.stack(samples)
+    mean = g.mean(0)
+    row["elbo_grad_norm"] = float(mean.norm())
+    row["elbo_grad_relative_variance"] = float(((g - mean) ** 2).sum(-1).mean() / mean.norm() ** 2)
+    row["elbo_grad_cosine_with_heldout_descent"] = float(F.cosine_similarity(mean, descent, dim=0))
+    classifier = pair.classifier_loss(batch, step)
+    classifier.backward()
+    row["classifier_grad_norm"] = float(flat_grad(params).norm())
+    pair.zero_grad(set_to_none=True)
+    return row
+
+
+def figure(rows: list[dict], path: Path, title: str) -> None:
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    axes[0].plot(steps, [100 * r["valid_accuracy"] for r in rows], marker="o", ms=3)
+    axes[0].set(title="validation accuracy (%)", xlabel="step")
+    axes[1].plot(steps, [r["margin_labelled"] for r in rows], marker="o", ms=3, label="labelled")
+    axes[1].plot(steps, [r["margin_valid"] for r in rows], marker="o", ms=3, label="validation")
+    axes[1].set(title="top-2 logit margin", xlabel="step")
+    axes[1].legend(frameon=False)
+    axes[2].plot(steps, [r["elbo_grad_cosine_with_heldout_descent"] for r in rows], marker="o", ms=3)
+    axes[2].axhline(0, color="grey", lw=0.8)
+    axes[2].set(title="cos(ELBO grad, held-out CE descent)", xlabel="step")
+    axes[3].semilogy(steps, [r["elbo_grad_relative_variance"] for r in rows], marker="o", ms=3)
+    axes[3].set(title="relative variance of the ELBO grad", xlabel="step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.diagnose", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--row", required=True,
+                        help="MODEL/INFERENCE or a config name, as for experiments.compare")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=8, help="ELBO gradient draws per measurement")
+    parser.add_argument("--valid", type=int, default=2000, help="validation images measured")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="settings to change, e.g. classifier_weight=10 (JSON values)")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    key, model, inference, config = resolve(args.row)
+    changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    settings = Settings.from_dict({**config, **changes, "model": model, "inference": inference,
+                                   "seed": args.seed, "dataset": args.dataset, "progress": False})
+    seed_everything(settings.seed)
+    data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
+    labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes, settings.seed)
+    pair = build(settings, data.num_classes, data.train.x.shape[1])
+    optimizer = adam(pair.parameters(), settings.lr)
+    g = torch.Generator().manual_seed(settings.seed)
+    valid_x, valid_y = data.valid.x[:args.valid], data.valid.y[:args.valid]
+    labelled_x = data.train.x[labelled]
+    params = classifier_parameters(pair, valid_x)
+    probe_g = torch.Generator().manual_seed(12345)
+    probe = draw_batch(data, labelled, settings, torch.randperm(len(data.train), generator=probe_g),
+                       0, probe_g)
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
+    rows, order = [], None
+    for step in range(args.steps + 1):
+        if step % args.every == 0:
+            rows.append(measure(pair, probe, valid_x, valid_y, labelled_x, params, args.draws, step))
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else
+                                  [round(x, 3) for x in v] if isinstance(v, list) else v)
+                              for k, v in rows[-1].items()}), flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_json(args.out / "diagnosis.json", {"row": key, "settings": settings.to_dict(),
+                                                     "rows": rows})
+        if step == args.steps:
+            break
+        if step % steps_per_epoch == 0:
+            order = torch.randperm(len(data.train), generator=g)
+        pair.train()
+        batch = draw_batch(data, labelled, settings, order, step % steps_per_epoch, g)
+        take_step(pair, optimizer, batch, step, settings)
+    figure(rows, args.out / "diagnosis.png", f"{key} {changes or ''}, seed {args.seed}")
+    print(f"wrote {args.out}/diagnosis.json and diagnosis.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
