@@ -40,9 +40,24 @@ from sklearn.semi_supervised import LabelSpreading
 from ppl_ssvae import SSVAEClassifier
 from ppl_ssvae.evaluate import latent_means, pca_2d
 
+try:  # in a notebook, figures are shown inline; as a script, their paths are printed
+    from IPython.display import Image, display
+except ImportError:  # pragma: no cover
+    Image = display = None
+
 torch.set_num_threads(1)
 OUT = os.environ.get("TUTORIAL_OUT", "runs/digits_tutorial")
 os.makedirs(OUT, exist_ok=True)
+
+
+def show(fig, name):
+    """Save a figure and display it (a notebook shows the picture, a script its path)."""
+    path = f"{OUT}/{name}"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    if display is not None:
+        display(Image(filename=path))
+    print(f"figure: {path}")
 
 # %% [markdown]
 # ## The data, and hiding most labels
@@ -121,8 +136,7 @@ for (row, col), ax in np.ndenumerate(axes):
     ax.imshow(grid[row, col], cmap="gray_r", vmin=0, vmax=1)
     ax.axis("off")
 fig.suptitle("p(x | y, z): one row per class, one z per column", fontsize=9)
-fig.savefig(f"{OUT}/digits_samples.png", dpi=120)
-plt.show()
+show(fig, "digits_samples.png")
 
 # %% [markdown]
 # **log p(x).** The importance-sampled estimate of the log-likelihood (Burda et al.
@@ -152,8 +166,7 @@ ax.legend(*scatter.legend_elements(), title="class", fontsize=7, frameon=False,
           bbox_to_anchor=(1, 1), loc="upper left")
 ax.set(xlabel="principal axis 1", ylabel="principal axis 2", title="means of q(z | x, y)")
 fig.tight_layout()
-fig.savefig(f"{OUT}/digits_latent.png", dpi=120)
-plt.show()
+show(fig, "digits_latent.png")
 
 # %% [markdown]
 # ## Things to try
