@@ -14,7 +14,11 @@ machine hits them alike:
 3. ``scaling``: the step for K in {10, 30, 100, 300} classes (synthetic data of MNIST's
    shape) for enum, gumbel, st-gumbel and score; a table and a log-log figure. Its
    K = 10 row repeats the step table's rows, the same configurations;
-4. ``memory``: the peak resident set size of ``ppl-ssvae train --epochs 1`` on MNIST,
+4. ``two-digit``: the step on real images with K = 100, two-digit MNIST (1,568 pixels),
+   for the methods of the time-budget comparison (``experiments/timebudget.py``): the
+   scaling table's K = 100 row, on the data it is about (skipped by ``--quick``, and
+   with a line saying so where MNIST cannot be found);
+5. ``memory``: the peak resident set size of ``ppl-ssvae train --epochs 1`` on MNIST,
    run as a child process (skipped by ``--quick``).
 
 The networks are fixed whatever the training defaults become: one hidden layer of
@@ -53,6 +57,8 @@ SCALING_K = (10, 30, 100, 300)
 SCALING_INFERENCES = ("enum", "gumbel", "st-gumbel", "score")
 DEFAULT_OUT = "experiments/results/bench"
 TRAIN_SIZE = 2000  # synthetic images to draw batches from; the step does not depend on it
+TWO_DIGIT = (("m2", "enum"), ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl"),
+             ("m2", "tracegraph"), ("mlp", "ml"))
 
 
 @dataclass
@@ -66,12 +72,13 @@ class Plan:
     quick: bool = False
     device: str = "cpu"
     memory: bool = True
+    two_digit: bool = True
     data_dir: str | None = None
 
     @classmethod
     def quick_plan(cls, **changes) -> Plan:
         return cls(**{**dict(warmup=1, repeats=2, seconds_per_case=2.0, scaling_k=(10, 30),
-                             quick=True, memory=False), **changes})
+                             quick=True, memory=False, two_digit=False), **changes})
 
 
 @dataclass
@@ -238,6 +245,9 @@ def run(plan: Plan, log: Callable[[str], None] = lambda message: None) -> list[d
         for r in scaling_rows:
             r["speedup_vs_enum"] = enum_ms / r["step_ms"] if r["step_ms"] and enum_ms else None
         rows += scaling_rows
+    if plan.two_digit:
+        log("one training step on two-digit MNIST, 1,568 pixels, K = 100 ...")
+        rows += two_digit_rows(plan, log)
     if plan.memory:
         log("peak memory of one MNIST epoch (ppl-ssvae train --epochs 1) ...")
         rows.append(memory_row(plan))
@@ -245,6 +255,28 @@ def run(plan: Plan, log: Callable[[str], None] = lambda message: None) -> list[d
                "torch": torch.__version__, "pyro": pyro.__version__,
                "warmup": plan.warmup, "quick": plan.quick}
     return [{**r, **context} for r in rows]
+
+
+def two_digit_rows(plan: Plan, log: Callable[[str], None]) -> list[dict]:
+    """The step of each method in ``TWO_DIGIT`` on two-digit MNIST with 1,000 labels; one
+    row with the reason if the data cannot be loaded."""
+    try:
+        data = data_lib.load("two-digit-mnist", plan.data_dir).to(plan.device)
+    except data_lib.DataError as e:
+        log(f"  skipped: {e}")
+        return [{"section": "two-digit", "model": "-", "inference": "-", "classes": 100,
+                 "step_ms": None, "examples_per_s": None, "error": str(e), "skipped": True}]
+    labelled = data_lib.balanced_labels(data.train.y, 1000, data.num_classes, seed=0)
+    cases = [make_case("two-digit", model, inference, data, labelled, plan.device)
+             for model, inference in TWO_DIGIT]
+    run_interleaved(cases, plan, log)
+    rows = [row(c) for c in cases]
+    enum = rows[0]
+    for r in rows:
+        r["x_dim"] = data.x_dim
+        r["speedup_vs_enum"] = enum["step_ms"] / r["step_ms"] if r["step_ms"] else None
+        r["cpu_speedup_vs_enum"] = enum["cpu_ms"] / r["cpu_ms"] if r["cpu_ms"] else None
+    return rows
 
 
 def memory_row(plan: Plan) -> dict:
@@ -337,6 +369,19 @@ def format_report(rows: list[dict]) -> str:
             cells = [_num(by.get(i, {}).get("step_ms")) for i in SCALING_INFERENCES]
             lines.append(f"| {k} | " + " | ".join(cells)
                          + f" | {_num(by.get('gumbel', {}).get('speedup_vs_enum'), 1)} |")
+    two_digit = [r for r in rows if r["section"] == "two-digit"]
+    if two_digit and two_digit[0].get("skipped"):
+        lines += ["", f"Two-digit MNIST (K = 100): not measured ({two_digit[0]['error']})."]
+    elif two_digit:
+        lines += ["", "The step on real images with K = 100: two-digit MNIST, 1,568 pixels (28 x 56), "
+                  "1,000 labels:", "",
+                  "| model | inference | step ms | CPU ms | enum / this | on CPU time |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in two_digit:
+            lines.append(f"| {r['model']} | {r['inference']} | {_num(r['step_ms'])} | "
+                         f"{_num(r['cpu_ms'])} | {_num(r.get('speedup_vs_enum'), 1)} | "
+                         f"{_num(r.get('cpu_speedup_vs_enum'), 1)} |"
+                         + (f" failed: {r['error']}" if r.get("error") else ""))
     for r in rows:
         if r["section"] == "memory":
             lines += [""]
@@ -405,6 +450,8 @@ def main(args) -> int:
     changes.update(device=args.device, data_dir=args.data_dir)
     if args.no_memory:
         changes["memory"] = False
+    if args.no_two_digit:
+        changes["two_digit"] = False
     plan = Plan.quick_plan(**changes) if args.quick else Plan(**changes)
     started = time.perf_counter()
     rows = run(plan, log=lambda message: print(message, file=sys.stderr, flush=True))

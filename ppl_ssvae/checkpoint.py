@@ -40,7 +40,8 @@ VERSION = 2
 # to do on a fault. Every other setting decides what is trained and must match.
 MAY_CHANGE_ON_RESUME = frozenset({
     "epochs", "max_steps", "on_nan", "progress", "device", "data_dir", "eval_batch_size",
-    "checkpoint_every", "figures", "out", "resume",
+    "checkpoint_every", "figures", "out", "resume", "time_limit", "time_clock",
+    "eval_every_seconds",
 })
 
 
@@ -70,6 +71,9 @@ class State:
     best: dict = field(default_factory=lambda: {"valid_accuracy": -1.0})
     skipped: int = 0
     in_epoch: EpochProgress | None = None  # None between epochs
+    # training seconds so far, evaluation excluded: the process's CPU time and the wall clock
+    clock: dict = field(default_factory=lambda: {"cpu": 0.0, "wall": 0.0})
+    evaluations: list[dict] = field(default_factory=list)  # rows of evaluations.jsonl
 
 
 # --------------------------------------------------------------------------- random state
@@ -142,6 +146,8 @@ def save_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
         "best": state.best,
         "skipped": state.skipped,
         "in_epoch": in_epoch,
+        "clock": dict(state.clock),
+        "evaluations": state.evaluations,
     }
     atomic_write(path, lambda f: torch.save(payload, f))
 
@@ -240,5 +246,9 @@ def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
     if in_epoch is not None:
         in_epoch = EpochProgress(in_epoch["order"], in_epoch["position"], dict(in_epoch["sums"]),
                                  in_epoch["skipped"], in_epoch["seconds"])
+    # checkpoints written before the clock was kept: its wall seconds from the records
+    clock = payload.get("clock") or {
+        "cpu": 0.0, "wall": sum(row["seconds"] for row in payload["history"])
+        + (in_epoch.seconds if in_epoch is not None else 0.0)}
     return State(payload["epoch"], payload["step"], payload["history"], payload["best"],
-                 payload["skipped"], in_epoch)
+                 payload["skipped"], in_epoch, dict(clock), payload.get("evaluations", []))

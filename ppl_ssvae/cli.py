@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "than free cores make timings vary several-fold)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--no-memory", action="store_true", help="skip the MNIST epoch run")
-    bench.add_argument("--data-dir", help="where MNIST is, for the memory run")
+    bench.add_argument("--no-two-digit", action="store_true", help="skip the step on two-digit "
+                       "MNIST (1,568 pixels, K = 100)")
+    bench.add_argument("--data-dir", help="where MNIST is, for the two-digit "
+                       "and memory runs")
     bench.add_argument("--out", help="where to write bench.json, bench.md and scaling_in_k.png "
                        "(default experiments/results/bench; nowhere for --quick)")
     bench.set_defaults(run_command=cmd_bench)

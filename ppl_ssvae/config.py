@@ -21,8 +21,9 @@ class Settings:
     )
     dataset: str = field(
         default="mnist",
-        metadata={"help": "mnist, fashion-mnist, synthetic (random data of MNIST's shape), or "
-                  "PATH.npz (your own data, labels -1 where unknown; see the README)"}
+        metadata={"help": "mnist, fashion-mnist, two-digit-mnist (100 classes, 28 x 56: two MNIST "
+                  "digits side by side), synthetic (random data of MNIST's shape), or PATH.npz "
+                  "(your own data, labels -1 where unknown; see the README)"}
     )
     data_dir: str | None = field(
         default=None,
@@ -106,6 +107,23 @@ class Settings:
     on_nan: str = field(
         default="stop", metadata={"help": "stop, or skip the step, when the loss or a gradient is not finite"}
     )
+    # time budget
+    time_limit: float | None = field(
+        default=None,
+        metadata={"help": "stop at a step boundary once training has taken this many seconds "
+                  "(on --time-clock; evaluation excluded), writing the checkpoint and the summary; "
+                  "--resume with a larger limit goes on"},
+    )
+    time_clock: str = field(
+        default="cpu",
+        metadata={"help": "what --time-limit and --eval-every-seconds count: cpu (the process's "
+                  "CPU seconds, steady on a machine shared with other jobs) or wall"},
+    )
+    eval_every_seconds: float | None = field(
+        default=None,
+        metadata={"help": "also measure validation accuracy every this many training seconds "
+                  "(on --time-clock) within epochs; every measurement goes to evaluations.jsonl"},
+    )
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
@@ -173,6 +191,12 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("--classifier-weight and --temperature-decay must not be negative")
     if settings.clip_norm is not None and settings.clip_norm <= 0:
         raise SettingsError(f"--clip-norm must be positive, got {settings.clip_norm}")
+    for name in ("time_limit", "eval_every_seconds"):
+        value = getattr(settings, name)
+        if value is not None and not value > 0:
+            raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if settings.time_clock not in ("cpu", "wall"):
+        raise SettingsError(f"--time-clock takes cpu or wall, got {settings.time_clock!r}")
     if settings.checkpoint_every < 0:
         raise SettingsError(f"--checkpoint-every must be 0 (epoch ends only) or positive, got "
                             f"{settings.checkpoint_every}")

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from ppl_ssvae.io import save_figure  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+MAX_ROWS = 20  # class_samples draws a row per class up to this many classes
 
 
 def _title(text: str, width: int) -> str:
@@ -43,22 +44,39 @@ def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "
 
 
 def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "",
-                  shape: tuple[int, ...] | None = None, rows: list[str] | None = None) -> None:
+                  shape: tuple[int, ...] | None = None, names: list[str] | None = None) -> None:
     """``images`` of shape (K, S, D): one row per class, S samples per row, each drawn as an
     image of ``shape`` (H, W) (default: square); a feature vector (``shape`` of one
-    dimension) is drawn as a strip one pixel high. ``rows`` names the rows (default:
-    the classes 0..K-1); values that leave [0, 1] (a Gaussian's means) widen the scale."""
+    dimension) is drawn as a strip one pixel high. With more than ``MAX_ROWS`` classes a
+    row per class would be unreadable: the first sample of each class is drawn instead,
+    in a grid of ten classes a row (class 10 r + c in row r, column c). ``names`` names
+    the rows of one-row-per-class grids (default: the classes 0..K-1); values that leave
+    [0, 1] (a Gaussian's means) widen the grey scale."""
     k, s = images.shape[:2]
     if shape is None:
         side = int(round(images.shape[-1] ** 0.5))
         shape = (side, side)
     height, width = shape if len(shape) == 2 else (1, shape[0])
-    grid = images.reshape(k, s, height, width).permute(0, 2, 1, 3).reshape(k * height, s * width)
-    fig, ax = plt.subplots(figsize=(s * 0.45 + 0.6, k * 0.45 + 0.4))
+    if k > MAX_ROWS:
+        columns = 10
+        rows = -(-k // columns)
+        cells = images[:, 0].reshape(k, height, width)
+        cells = torch.cat([cells, cells.new_zeros(rows * columns - k, height, width)])
+        grid = cells.reshape(rows, columns, height, width).permute(0, 2, 1, 3)
+        grid = grid.reshape(rows * height, columns * width)
+        row_labels = [str(columns * r) for r in range(rows)]
+        column_ticks = (np.arange(columns) * width + width / 2, [f"+{c}" for c in range(columns)])
+    else:
+        rows, columns = k, s
+        grid = images.reshape(k, s, height, width).permute(0, 2, 1, 3).reshape(k * height, s * width)
+        row_labels = names or [str(i) for i in range(k)]
+        column_ticks = ([], [])
+    cell_width = 0.45 * (width / height if len(shape) == 2 else 1.0)  # inches; a row is 0.45
+    fig, ax = plt.subplots(figsize=(columns * cell_width + 0.6, rows * 0.45 + 0.4))
     lo, hi = min(0.0, float(grid.min())), max(1.0, float(grid.max()))
     ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
-    ax.set_yticks(np.arange(k) * height + height / 2, rows or [str(i) for i in range(k)])
-    ax.set_xticks([])
+    ax.set_yticks(np.arange(rows) * height + height / 2, row_labels)
+    ax.set_xticks(*column_ticks)
     ax.set_ylabel("class y")
     for spine in ax.spines.values():
         spine.set_visible(False)

@@ -17,14 +17,25 @@ skip`` the step is undone and counted.
 Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
 each rank takes its share of every batch, one collective per step averages the
 gradients, and rank 0 alone evaluates, writes and reports.
+
+A time budget: the run counts its training seconds (drawing batches and taking
+steps; evaluation, checkpoints and logs excluded) on two clocks, the process's CPU
+time and the wall clock. ``--time-limit S`` stops it at the first step boundary past
+S seconds on ``--time-clock`` (CPU by default: on a machine shared with other jobs
+the wall clock counts their time too), with the checkpoint and the summary written;
+``--resume`` with a larger limit goes on. Every validation measurement, at each
+epoch's end and every ``--eval-every-seconds`` within epochs, is a row of
+``evaluations.jsonl`` with the step and the training seconds on both clocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyro
@@ -146,6 +157,7 @@ def _train(settings: Settings, device: torch.device, data: data_lib.Dataset | No
         write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data),
                                          "world_size": distributed.world_size()})
         write_jsonl(out / "metrics.jsonl", state.history)
+        write_jsonl(out / "evaluations.jsonl", state.evaluations)
     saved_at = state.step if payload is not None else None
 
     def checkpoint() -> None:
@@ -163,18 +175,26 @@ def _train(settings: Settings, device: torch.device, data: data_lib.Dataset | No
     bar = tqdm(total=total_steps, initial=state.step, disable=not (settings.progress and main),
                unit="step", dynamic_ncols=True, desc=f"{settings.model}/{settings.inference}")
 
+    out_of_time = False
     try:
         while state.step < total_steps:
             if state.in_epoch is None:  # a new epoch; else one a checkpoint was taken in
                 state.in_epoch = EpochProgress(torch.randperm(len(data.train), generator=g))
             progress = state.in_epoch
             pair.train()
-            seconds_before, resumed_at = progress.seconds, time.perf_counter()
+            seconds_before, wall_before = progress.seconds, state.clock["wall"]
             for i in range(progress.position, steps_per_epoch):
                 if state.step >= total_steps:
                     break
-                batch = draw_batch(data, labelled, settings, progress.order, i, g)
-                terms, fault = take_step(pair, optimizer, batch, state.step, settings)
+                out_of_time = over_time_limit(settings, state)
+                if settings.time_limit is not None and distributed.world_size() > 1:
+                    # rank 0's clock decides, so that every rank stops at the same step
+                    out_of_time = distributed.from_main(lambda: over_time_limit(settings, state))
+                if out_of_time:
+                    break
+                with timed(state.clock):
+                    batch = draw_batch(data, labelled, settings, progress.order, i, g)
+                    terms, fault = take_step(pair, optimizer, batch, state.step, settings)
                 if fault and settings.on_nan == "stop":
                     kept = (f"{checkpoint_path} (step {saved_at}) is kept" if saved_at is not None
                             else "no checkpoint had been written yet")
@@ -190,24 +210,37 @@ def _train(settings: Settings, device: torch.device, data: data_lib.Dataset | No
                         progress.sums[key] += terms[key]
                 state.step += 1
                 progress.position = i + 1
-                progress.seconds = seconds_before + time.perf_counter() - resumed_at
+                progress.seconds = seconds_before + state.clock["wall"] - wall_before
                 bar.update()
                 if state.step % 20 == 0 or state.step == total_steps:
                     bar.set_postfix(loss=f"{terms['loss']:.1f}" if terms else "nan",
                                     best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
                                     ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
+                if main and evaluation_due(settings, state) and progress.position < steps_per_epoch:
+                    evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
+                    write_jsonl(out / "evaluations.jsonl", state.evaluations)
                 if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
                         and progress.position < steps_per_epoch and state.step < total_steps):
                     checkpoint()  # mid-epoch; the epoch's end writes its own
+            if out_of_time:
+                break
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
             checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
             if main:
                 write_jsonl(out / "metrics.jsonl", state.history)
+                write_jsonl(out / "evaluations.jsonl", state.evaluations)
+        if out_of_time:  # the epoch stays open in the checkpoint; --resume goes on in it
+            if main and (not state.evaluations or state.evaluations[-1]["step"] != state.step):
+                evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
+            checkpoint()
+            if main:
+                write_jsonl(out / "evaluations.jsonl", state.evaluations)
     finally:
         bar.close()
 
     def finish() -> dict:
         summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
+        summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time))
         write_json(out / "summary.json", summary)
         if settings.figures:
             write_figures(pair, data, settings, state, out)
@@ -264,10 +297,63 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
            "examples_per_second": progress.position * examples_per_step / seconds,
            **{key: value / taken for key, value in progress.sums.items()},
            "skipped_steps": progress.skipped, "lr": scheduler.optimizer.param_groups[0]["lr"]}
-    if distributed.is_main():  # the other ranks' rows are never written
-        row.update(_evaluate(pair, data, settings, state))
     state.history.append(row)
     state.in_epoch = None
+    if distributed.is_main():  # the other ranks' rows and evaluations are never written
+        row.update(_evaluate(pair, data, settings, state))
+        record_evaluation(state, row["valid_accuracy"], state.epoch)
+
+
+# --------------------------------------------------------------------------- time budget
+
+@contextlib.contextmanager
+def timed(clock: dict) -> Iterator[None]:
+    """Add the CPU seconds of this process and the wall seconds spent inside to ``clock``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        yield
+    finally:
+        clock["cpu"] += time.process_time() - cpu
+        clock["wall"] += time.perf_counter() - wall
+
+
+def over_time_limit(settings: Settings, state: State) -> bool:
+    return settings.time_limit is not None and state.clock[settings.time_clock] >= settings.time_limit
+
+
+def evaluation_due(settings: Settings, state: State) -> bool:
+    """--eval-every-seconds have passed on --time-clock since the last measurement."""
+    if settings.eval_every_seconds is None:
+        return False
+    key = f"{settings.time_clock}_seconds"
+    last = state.evaluations[-1][key] if state.evaluations else 0.0
+    return state.clock[settings.time_clock] - last >= settings.eval_every_seconds
+
+
+def record_evaluation(state: State, valid_accuracy: float, epoch: float) -> None:
+    state.evaluations.append({"step": state.step, "epoch": epoch, "valid_accuracy": valid_accuracy,
+                              "cpu_seconds": state.clock["cpu"], "wall_seconds": state.clock["wall"]})
+
+
+def evaluate_within_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
+                          steps_per_epoch: int) -> None:
+    """Validation accuracy now, in the middle of an epoch: an evaluations.jsonl row only
+    (metrics.jsonl and the best-epoch record stay per epoch). It draws no random numbers,
+    so the run goes on exactly as it would have without it."""
+    accuracy = evaluate.accuracy(pair, data.valid.x, data.valid.y, settings.eval_batch_size)
+    record_evaluation(state, accuracy, state.epoch + state.in_epoch.position / steps_per_epoch)
+
+
+def budget_summary(settings: Settings, state: State, steps_per_epoch: int,
+                   out_of_time: bool) -> dict:
+    """What the summary says of time: why the run stopped, how far it went, in how long."""
+    stopped_by = ("time-limit" if out_of_time else
+                  "max-steps" if state.step < steps_per_epoch * settings.epochs else "epochs")
+    return {"stopped_by": stopped_by, "epochs_trained": state.step / steps_per_epoch,
+            "time_limit": settings.time_limit, "time_clock": settings.time_clock,
+            "train_cpu_seconds": state.clock["cpu"], "train_wall_seconds": state.clock["wall"],
+            "final_valid_accuracy": (state.evaluations[-1]["valid_accuracy"]
+                                     if state.evaluations else None)}
 
 
 def _fault(pair: SSVAE, terms: dict) -> str | None:
@@ -328,6 +414,8 @@ def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: Sta
     return {
         "model": settings.model,
         "inference": settings.inference,
+        "dataset": settings.dataset,
+        "classes": data.num_classes,
         "labels": settings.labels,
         "seed": settings.seed,
         "epochs": state.epoch,
@@ -373,6 +461,6 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
         z = z.expand(k, -1, -1)  # the same z in every row: the rows differ by class only
         y = torch.eye(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class, -1)
         images = pair.model.decode(z, y)
-    plots.class_samples(images, out / "samples.png",
-                        f"p(x | y, z), one row per class, the same z in each column: {name}",
-                        data.shape)
+    layout = ("one row per class, the same z in each column" if k <= plots.MAX_ROWS
+              else "one class per cell, the same z in every cell")
+    plots.class_samples(images, out / "samples.png", f"p(x | y, z), {layout}: {name}", data.shape)

@@ -87,3 +87,29 @@ def test_bernoulli_image_is_pyros_bernoulli_over_pixels(grey):
     samples = ours.sample((1000,))
     assert samples.shape == (1000, 3, 5, 7) and set(samples.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(samples.mean(0), ours.mean, atol=0.06, rtol=0)
+
+
+def test_the_step_on_two_digit_mnist_is_timed_for_each_method(one_thread):
+    torch.set_num_threads(1)
+    plan = bench.Plan(warmup=1, repeats=2, seconds_per_case=0.5, memory=False)
+    rows = bench.two_digit_rows(plan, log=lambda message: None)
+    assert [(r["model"], r["inference"]) for r in rows] == list(bench.TWO_DIGIT)
+    assert all(r["classes"] == 100 and r["x_dim"] == 1568 and r["step_ms"] > 0 for r in rows)
+    by = {r["inference"]: r for r in rows}
+    assert by["enum"]["speedup_vs_enum"] == 1.0
+    assert by["gumbel-cat-kl"]["speedup_vs_enum"] > 3  # 100 decoder passes against one
+    report = bench.format_report([{**r, "warmup": 1, "torch": "-", "pyro": "-", "device": "cpu",
+                                   "threads": 1} for r in rows])
+    assert "two-digit MNIST, 1,568 pixels" in report and "| m2 | gumbel-cat-kl |" in report
+
+
+def test_without_mnist_the_two_digit_table_says_so(monkeypatch):
+    def no_data(*args, **kwargs):
+        raise bench.data_lib.DataError("no MNIST found (downloads are off)")
+
+    monkeypatch.setattr(bench.data_lib, "load", no_data)
+    rows = bench.two_digit_rows(bench.Plan(memory=False), log=lambda message: None)
+    assert len(rows) == 1 and rows[0]["skipped"]
+    report = bench.format_report([{**rows[0], "warmup": 1, "torch": "-", "pyro": "-",
+                                   "device": "cpu", "threads": 1}])
+    assert "Two-digit MNIST (K = 100): not measured (no MNIST found" in report

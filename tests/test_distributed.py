@@ -40,7 +40,8 @@ from ppl_ssvae.train import take_step
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-TIMING = {"seconds", "examples_per_second", "seconds_per_epoch"}
+TIMING = {"seconds", "examples_per_second", "seconds_per_epoch", "train_cpu_seconds",
+          "train_wall_seconds"}
 # tracegraph: Pyro's baselines; batch norm: buffers; dropout and binarisation: each
 # rank's own noise; checkpoints within the epoch (10 steps an epoch); a partial last epoch
 RUN = ["--dataset", "synthetic", "--hidden", "32", "--z-dim", "4", "--batch-size", "200",

@@ -25,7 +25,8 @@ import pytest
 from ppl_ssvae.checkpoint import read_checkpoint
 
 HERE = Path(__file__).parent
-TIMING = {"seconds", "examples_per_second", "seconds_per_epoch"}
+TIMING = {"seconds", "examples_per_second", "seconds_per_epoch", "train_cpu_seconds",
+          "train_wall_seconds"}
 STEPS_PER_EPOCH = 10  # 2,000 synthetic images, batches of 200
 RUN = ["--dataset", "synthetic", "--hidden", "32", "--z-dim", "4", "--batch-size", "200",
        "--labelled-batch-size", "50", "--eval-batch-size", "500", "--epochs", "3",

@@ -3,6 +3,8 @@
 
 - ``mnist``: MNIST in its classic split 50,000 / 10,000 / 10,000 (``ppl_ssvae.data.mnist``);
 - ``fashion-mnist``: Fashion-MNIST, the same split (``ppl_ssvae.data.fashion_mnist``);
+- ``two-digit-mnist``: 100 classes, two MNIST digits side by side, 28 x 56
+  (``ppl_ssvae.data.two_digit``);
 - ``synthetic``: random data of MNIST's shape, for smoke runs;
 - ``PATH.npz``: your own data, labels -1 where unknown (``ppl_ssvae.data.npz``).
 
@@ -22,10 +24,12 @@ from ppl_ssvae.data.fashion_mnist import load_fashion_mnist
 from ppl_ssvae.data.mnist import load_mnist
 from ppl_ssvae.data.npz import load_npz
 from ppl_ssvae.data.synthetic import synthetic
+from ppl_ssvae.data.two_digit import load_two_digit_mnist
 
 LOADERS: dict[str, Callable[[str | None, int], Dataset]] = {
     "mnist": lambda data_dir, seed: load_mnist(data_dir),
     "fashion-mnist": lambda data_dir, seed: load_fashion_mnist(data_dir),
+    "two-digit-mnist": lambda data_dir, seed: load_two_digit_mnist(data_dir),
     "synthetic": lambda data_dir, seed: synthetic(seed=seed),
 }
 
@@ -90,4 +94,5 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 __all__ = ["DataError", "Dataset", "LOADERS", "Split", "balanced_labels", "binarize",
            "cache_dir", "check_range", "checked", "labelled_indices", "load",
-           "load_fashion_mnist", "load_mnist", "load_npz", "read_idx", "sha256", "synthetic"]
+           "load_fashion_mnist", "load_mnist", "load_npz", "load_two_digit_mnist", "read_idx",
+           "sha256", "synthetic"]

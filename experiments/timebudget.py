@@ -1,0 +1,356 @@
+"""Accuracy against training time at an equal budget per run, at K = 10 and K = 100.
+
+    python -m experiments.timebudget --budget 1800 --seeds 0 1 --jobs 2
+
+runs every method x seed on each data set (default: two-digit MNIST with 1,000 labels,
+K = 100, and MNIST with 100 labels, K = 10) as ``ppl-ssvae train --time-limit BUDGET
+--eval-every-seconds BUDGET/60``, each into ``RESULTS/runs/DATASET/METHOD/seedS``
+(``RESULTS`` is ``experiments/results/k100``). Budgets count CPU seconds of training on
+one thread, evaluation excluded (``--clock wall`` for the wall clock): two jobs share a
+2-core machine with whatever else runs on it, and the wall clock would charge each run
+for the others. A run whose summary says it used the budget is not run again; any
+other goes on from its checkpoint (``--resume``), so a larger ``--budget`` extends the
+runs. Then the aggregate:
+
+- ``summary.json``: per data set and method, mean over seeds of the validation accuracy
+  at 1/8, 1/4, 1/2 and all of the budget, the seconds to reach 90% and 100% of the exact
+  sum's (``m2/enum``'s) final accuracy, the step time, and the targets' verdicts;
+- ``figures/accuracy_vs_time.png``: validation accuracy against training seconds (log
+  x), one curve per method, the mean over seeds with a band from the lowest to the
+  highest seed, one panel per data set;
+- ``results.md``: the table, which ``python -m experiments.readme`` copies into the
+  README.
+
+The accuracy "at" a time is the last measurement taken at or before it (what a run
+stopped then would have had); the final one is the measurement where the run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import compare  # noqa: E402
+from experiments.runs import train_command, worker_env  # noqa: E402
+from ppl_ssvae.io import save_figure, write_json, write_text  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "k100"
+METHODS = ["m2/enum", "m2/gumbel-cat-kl", "m2/st-gumbel-cat-kl", "m2/tracegraph", "mlp/ml"]
+DATASETS = ["two-digit-mnist:1000", "mnist:100"]
+CLASSES = {"mnist": 10, "two-digit-mnist": 100}  # for panels whose runs have no summary yet
+EXACT = "m2/enum"
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+EPOCHS = 100_000  # the budget ends every run, never the epoch count
+
+
+def parse_dataset(text: str) -> tuple[str, int]:
+    name, colon, labels = text.partition(":")
+    if not (colon and name and labels.isdigit() and int(labels) > 0):
+        raise argparse.ArgumentTypeError(f"name data sets as DATASET:LABELS, e.g. "
+                                         f"two-digit-mnist:1000; got {text!r}")
+    return name, int(labels)
+
+
+def run_dir(results: Path, dataset: str, key: str, seed: int) -> Path:
+    return results / "runs" / dataset / key.replace("/", "-") / f"seed{seed}"
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_done(directory: Path, budget: float) -> bool:
+    """The run has used ``budget`` (or a larger one), or finished every epoch."""
+    summary = read_json(directory / "summary.json")
+    if not summary:
+        return False
+    if summary.get("stopped_by") == "time-limit":
+        return (summary.get("time_limit") or 0) >= budget
+    return summary.get("stopped_by") == "epochs"
+
+
+def run_one(job, args: argparse.Namespace) -> tuple[str, int]:
+    (dataset, labels), row, seed = job
+    key, model, inference, config = row
+    out = run_dir(args.results, dataset, key, seed)
+    name = f"{dataset} {key} seed {seed}"
+    if is_done(out, args.budget):
+        print(f"[done already] {name}", flush=True)
+        return name, 0
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**config, "model": model, "inference": inference, "dataset": dataset,
+                "labels": labels, "seed": seed, "epochs": EPOCHS, "out": str(out),
+                "time_limit": args.budget, "time_clock": args.clock,
+                "eval_every_seconds": args.eval_every or args.budget / 60, "device": args.device}
+    if args.data_dir:
+        settings["data_dir"] = args.data_dir
+    started = time.time()
+    with open(out / "train.log", "ab") as log:
+        code = subprocess.call(train_command(settings, "--resume"), stdout=log,
+                               stderr=subprocess.STDOUT, env=worker_env(args.jobs))
+    status = "ok" if code == 0 else f"failed ({code}), see {out / 'train.log'}"
+    print(f"[{status}] {name} in {time.time() - started:.0f} s", flush=True)
+    return name, code
+
+
+# --------------------------------------------------------------------------- aggregate
+
+def load_runs(results: Path, dataset: str, key: str, seeds: list[int], clock: str
+              ) -> list[dict]:
+    """Each run's evaluations as (seconds, accuracy) arrays, with its summary if it has one."""
+    runs = []
+    for seed in seeds:
+        directory = run_dir(results, dataset, key, seed)
+        path = directory / "evaluations.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            runs.append({"seed": seed, "summary": read_json(directory / "summary.json"),
+                         "seconds": np.array([r[f"{clock}_seconds"] for r in rows]),
+                         "accuracy": np.array([r["valid_accuracy"] for r in rows])})
+    return runs
+
+
+def accuracy_at(run: dict, t: float) -> float | None:
+    """The last measurement at or before ``t`` seconds."""
+    taken = run["seconds"] <= t
+    return float(run["accuracy"][taken][-1]) if taken.any() else None
+
+
+def seconds_to(run: dict, target: float) -> float | None:
+    reached = run["accuracy"] >= target
+    return float(run["seconds"][reached][0]) if reached.any() else None
+
+
+def mean(values: list) -> float | None:
+    """The mean over seeds, or None unless every seed has a value."""
+    return statistics.fmean(values) if values and None not in values else None
+
+
+def summarise(runs: list[dict], budget: float, exact_final: float | None) -> dict:
+    finished = [r["summary"] for r in runs if r["summary"]]
+    entry = {
+        "seeds": [r["seed"] for r in runs],
+        "complete": len(finished) == len(runs),
+        "accuracy_at": {str(f): mean([accuracy_at(r, f * budget) for r in runs])
+                        for f in FRACTIONS[:-1]},
+        "final_accuracy": mean([float(r["accuracy"][-1]) for r in runs]),
+        "final_accuracy_range": [min(float(r["accuracy"][-1]) for r in runs),
+                                 max(float(r["accuracy"][-1]) for r in runs)],
+        "step_seconds": mean([s["train_cpu_seconds"] / s["steps"] for s in finished
+                              if s.get("steps")] or [None]),
+        "epochs_trained": mean([s.get("epochs_trained") for s in finished] or [None]),
+        "test_accuracy_last": mean([s.get("test_accuracy_last") for s in finished] or [None]),
+    }
+    entry["accuracy_at"]["1.0"] = entry["final_accuracy"]
+    for share in (0.9, 1.0):
+        times = ([seconds_to(r, share * exact_final) for r in runs]
+                 if exact_final is not None else [None])
+        entry[f"seconds_to_{round(share * 100)}"] = mean(times)
+        entry[f"reached_{round(share * 100)}"] = sum(t is not None for t in times)
+    return entry
+
+
+def targets(panel: dict, budget: float) -> list[str]:
+    """The issue's two targets at this panel's K, each said to hold or not, with numbers."""
+    methods, exact = panel["methods"], panel["methods"].get(EXACT)
+    relaxed = {key: m for key, m in methods.items() if "gumbel" in key}
+    if not exact or not relaxed or exact["final_accuracy"] is None:
+        return []
+    k, final = panel["classes"], exact["final_accuracy"]
+    timed = {key: m["seconds_to_100"] for key, m in relaxed.items()
+             if m["seconds_to_100"] is not None}
+    lines = []
+    if timed:
+        fastest = min(timed, key=timed.get)
+        share = timed[fastest] / budget
+        lines.append(f"K = {k}: {fastest} reaches the exact sum's final accuracy "
+                     f"({100 * final:.1f}%) in {timed[fastest]:.0f} s, {share:.2f} of the budget: "
+                     f"the target of at most 1/5 {'holds' if share <= 0.2 else 'does not hold'}.")
+    else:
+        lines.append(f"K = {k}: no relaxed method reaches the exact sum's final accuracy "
+                     f"({100 * final:.1f}%) within the budget in every seed: the target of at "
+                     f"most 1/5 of the budget does not hold.")
+    best = max(relaxed, key=lambda key: relaxed[key]["final_accuracy"] or 0.0)
+    gap = 100 * ((relaxed[best]["final_accuracy"] or 0.0) - final)
+    lines.append(f"K = {k}: the best relaxed method, {best}, ends at "
+                 f"{100 * (relaxed[best]['final_accuracy'] or 0.0):.1f}%, {gap:+.1f} points from the "
+                 f"exact sum: the target of at least the exact sum's accuracy "
+                 f"{'holds' if gap >= 0 else 'does not hold'}.")
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _seconds(entry: dict, share: int, runs: int) -> str:
+    value = entry[f"seconds_to_{share}"]
+    if value is not None:
+        return f"{value:,.0f}"
+    return f"not reached ({entry[f'reached_{share}']}/{runs})"
+
+
+def table(summary: dict) -> str:
+    head = ("| K | method | valid. % at 1/8 | 1/4 | 1/2 | all of the budget | s to 90% of exact | "
+            "s to 100% of exact | step ms | epochs |")
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for panel in summary["panels"].values():
+        for key, m in panel["methods"].items():
+            at, n = m["accuracy_at"], len(m["seeds"])
+            step = "–" if m["step_seconds"] is None else f"{1000 * m['step_seconds']:,.1f}"
+            epochs = "–" if m["epochs_trained"] is None else f"{m['epochs_trained']:.1f}"
+            lines.append(f"| {panel['classes']} | {key}{'' if m['complete'] else ' (running)'} | "
+                         f"{_pct(at['0.125'])} | {_pct(at['0.25'])} | {_pct(at['0.5'])} | "
+                         f"{_pct(at['1.0'])} | {_seconds(m, 90, n)} | {_seconds(m, 100, n)} | "
+                         f"{step} | {epochs} |")
+    data = "; ".join(f"{name}, {p['classes']} classes, {p['labels']} labels"
+                     for name, p in summary["panels"].items())
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    lines += ["", f"Budget: {summary['budget']:,.0f} s of training per run ({summary['clock']} "
+              f"time, one thread, evaluation excluded). Validation accuracy, mean over seeds "
+              f"{seeds}; exact = m2/enum's final accuracy; step ms: CPU milliseconds per "
+              f"training step. Data: {data}."]
+    verdicts = [line for panel in summary["panels"].values() for line in panel["targets"]]
+    if verdicts:
+        lines += [""] + [f"- {line}" for line in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def figure(panels: dict[str, tuple[dict, dict[str, list[dict]]]], budget: float, clock: str,
+           path: Path) -> None:
+    """One panel per data set, fewest classes first: each method's mean curve over seeds,
+    a min-max band."""
+    panels = dict(sorted(panels.items(), key=lambda item: str(item[1][0]["classes"]).zfill(9)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False,
+                             sharey=False)
+    for ax, (dataset, (panel, runs_by_method)) in zip(axes[0], panels.items(), strict=True):
+        for i, (key, runs) in enumerate(runs_by_method.items()):
+            if not runs:
+                continue
+            start = min(float(r["seconds"][0]) for r in runs)
+            end = max(float(r["seconds"][-1]) for r in runs)
+            grid = np.geomspace(max(start, 1e-3), max(end, start * 1.0001, 1e-3), 200)
+            curves = np.array([[np.nan if (a := accuracy_at(r, t)) is None else a for t in grid]
+                               for r in runs])
+            shared = ~np.isnan(curves).any(axis=0)  # where every seed has a measurement
+            color = f"C{i}"
+            ax.plot(grid[shared], 100 * curves[:, shared].mean(axis=0), color=color, label=key,
+                    drawstyle="steps-post")
+            ax.fill_between(grid[shared], 100 * curves[:, shared].min(axis=0),
+                            100 * curves[:, shared].max(axis=0), color=color, alpha=0.2,
+                            step="post", linewidth=0)
+        exact = panel["methods"].get(EXACT, {}).get("final_accuracy")
+        if exact is not None:
+            ax.axhline(100 * exact, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set(xlabel=f"training seconds ({clock}, one thread)", ylabel="validation accuracy (%)",
+               title=f"{dataset}: K = {panel['classes']}, {panel['labels']} labels")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Accuracy against training time, {budget:,.0f} s per run; dashed: the exact "
+                 f"sum's final accuracy", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+
+
+def aggregate(results: Path, datasets: list[tuple[str, int]], keys: list[str], seeds: list[int],
+              budget: float, clock: str = "cpu") -> dict:
+    summary = {"budget": budget, "clock": clock, "seeds": seeds, "panels": {}}
+    drawn = {}
+    for dataset, labels in datasets:
+        runs_by_method = {key: load_runs(results, dataset, key, seeds, clock) for key in keys}
+        if not any(runs_by_method.values()):
+            continue
+        exact_runs = runs_by_method.get(EXACT) or []
+        exact_final = mean([float(r["accuracy"][-1]) for r in exact_runs]) if exact_runs else None
+        classes = next((r["summary"]["classes"] for runs in runs_by_method.values() for r in runs
+                        if r["summary"] and "classes" in r["summary"]), CLASSES.get(dataset, "?"))
+        panel = {"classes": classes, "labels": labels, "exact_final_accuracy": exact_final,
+                 "methods": {key: summarise(runs, budget, exact_final)
+                             for key, runs in runs_by_method.items() if runs}}
+        panel["targets"] = targets(panel, budget)
+        summary["panels"][dataset] = panel
+        drawn[dataset] = (panel, runs_by_method)
+    write_json(results / "summary.json", summary)
+    write_text(results / "results.md", table(summary))
+    if drawn:
+        figure(drawn, budget, clock, results / "figures" / "accuracy_vs_time.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.timebudget", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, required=True,
+                        help="training seconds per run (CPU seconds unless --clock wall)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--eval-every", type=float, default=None,
+                        help="seconds between validation measurements (default budget / 60)")
+    parser.add_argument("--methods", nargs="+", type=compare.parse_model, default=None,
+                        help=f"MODEL/INFERENCE rows or config names (default {' '.join(METHODS)})")
+    parser.add_argument("--datasets", nargs="+", type=parse_dataset, default=None,
+                        help=f"DATASET:LABELS (default {' '.join(DATASETS)})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="only rebuild summary.json, results.md and the figure")
+    args = parser.parse_args(argv)
+    methods = args.methods or [compare.resolve(m) for m in METHODS]
+    datasets = args.datasets or [parse_dataset(d) for d in DATASETS]
+    if not args.budget > 0:
+        print("timebudget: error: --budget must be positive", file=sys.stderr)
+        return 2
+
+    from ppl_ssvae.data import LOADERS
+    from ppl_ssvae.registry import UnsupportedError, check
+
+    try:
+        for _, model, inference, _ in methods:
+            check(model, inference)
+    except UnsupportedError as e:
+        print(f"timebudget: error: {e}", file=sys.stderr)
+        return 2
+    unknown = [d for d, _ in datasets if d not in LOADERS]
+    if unknown:
+        print(f"timebudget: error: unknown dataset {unknown[0]!r}: use one of "
+              f"{', '.join(LOADERS)}", file=sys.stderr)
+        return 2
+
+    failed = []
+    if not args.aggregate_only:
+        jobs = [(d, row, s) for d in datasets for s in args.seeds for row in methods]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            failed = [name for name, code in pool.map(lambda job: run_one(job, args), jobs) if code]
+    aggregate(args.results, datasets, [row[0] for row in methods], args.seeds, args.budget,
+              args.clock)
+    print(f"results in {args.results}/ (summary.json, results.md, figures/accuracy_vs_time.png)")
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The time-budget comparison: every method x seed runs to its budget and no further, a
+larger budget goes on from the checkpoints, and the aggregate reads accuracy at fractions
+of the budget, the time to reach the exact sum's final accuracy, and the step time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import compare, readme, timebudget
+
+TINY = {"hidden": [16], "z_dim": 4, "batch_size": 500, "labelled_batch_size": 50}
+
+
+def write_run(results, dataset, key, seed, rows, classes, steps=40, cpu=80.0):
+    run = timebudget.run_dir(results, dataset, key, seed)
+    run.mkdir(parents=True)
+    run.joinpath("evaluations.jsonl").write_text("".join(
+        json.dumps({"cpu_seconds": t, "wall_seconds": 2 * t, "valid_accuracy": a, "step": i})
+        + "\n" for i, (t, a) in enumerate(rows)))
+    run.joinpath("summary.json").write_text(json.dumps({
+        "classes": classes, "steps": steps, "train_cpu_seconds": cpu, "epochs_trained": 0.5,
+        "stopped_by": "time-limit", "time_limit": 80.0, "test_accuracy_last": 0.5}))
+
+
+def test_the_aggregate_reads_the_curves(tmp_path):
+    enum = {0: [(10, 0.1), (40, 0.3), (80, 0.5)], 1: [(10, 0.1), (40, 0.3), (80, 0.7)]}
+    gumbel = {0: [(5, 0.4), (10, 0.62), (20, 0.65), (80, 0.66)],
+              1: [(5, 0.5), (10, 0.55), (20, 0.61), (80, 0.7)]}
+    for seed in (0, 1):
+        write_run(tmp_path, "two-digit-mnist", "m2/enum", seed, enum[seed], 100)
+        write_run(tmp_path, "two-digit-mnist", "m2/gumbel-cat-kl", seed, gumbel[seed], 100,
+                  steps=800)
+        write_run(tmp_path, "mnist", "m2/enum", seed, [(10, 0.8), (80, 0.9)], 10)
+    datasets = [("two-digit-mnist", 1000), ("mnist", 100)]
+    keys = ["m2/enum", "m2/gumbel-cat-kl"]
+    summary = timebudget.aggregate(tmp_path, datasets, keys, [0, 1], 80.0)
+
+    k100 = summary["panels"]["two-digit-mnist"]
+    assert k100["classes"] == 100 and k100["exact_final_accuracy"] == pytest.approx(0.6)
+    exact, relaxed = k100["methods"]["m2/enum"], k100["methods"]["m2/gumbel-cat-kl"]
+    assert [exact["accuracy_at"][f] for f in ("0.125", "0.25", "0.5", "1.0")] == pytest.approx(
+        [0.1, 0.1, 0.3, 0.6])
+    assert relaxed["accuracy_at"]["0.125"] == pytest.approx((0.62 + 0.55) / 2)
+    # 90% of 0.6 = 0.54: both seeds at 10 s; 100%: seed 0 at 10 s, seed 1 at 20 s
+    assert (relaxed["seconds_to_90"], relaxed["seconds_to_100"]) == (10.0, 15.0)
+    assert exact["seconds_to_100"] is None and exact["reached_100"] == 1  # seed 0 ends at 0.5
+    assert (exact["step_seconds"], relaxed["step_seconds"]) == (2.0, 0.1)
+    assert summary["panels"]["mnist"]["classes"] == 10
+    assert "m2/gumbel-cat-kl" not in summary["panels"]["mnist"]["methods"]
+    verdicts = " ".join(k100["targets"])
+    assert "15 s, 0.19 of the budget: the target of at most 1/5 holds" in verdicts
+    assert "ends at 68.0%, +8.0 points from the exact sum: the target of at least" in verdicts
+
+    table = (tmp_path / "results.md").read_text()
+    assert "| 100 | m2/gumbel-cat-kl | 58.5 | 63.0 | 63.0 | 68.0 | 10 | 15 | 100.0 | 0.5 |" in table
+    assert ("| 100 | m2/enum | 10.0 | 10.0 | 30.0 | 60.0 | not reached (1/2) | not reached (1/2) "
+            "| 2,000.0 |") in table
+    assert "| 10 | m2/enum |" in table
+    assert (tmp_path / "figures" / "accuracy_vs_time.png").stat().st_size > 0
+    wall = timebudget.aggregate(tmp_path, datasets, keys, [0, 1], 160.0, "wall")
+    assert wall["panels"]["mnist"]["methods"]["m2/enum"]["accuracy_at"]["0.125"] == 0.8  # at 20 s
+
+    page = tmp_path / "README.md"
+    page.write_text("<!-- generated from results.md -->\n<!-- end generated -->\n")
+    assert readme.main([str(page)]) == 0 and "| 10 | m2/enum |" in page.read_text()
+
+
+def test_runs_stop_at_the_budget_and_a_larger_one_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(compare, "config_for", lambda model, inference: dict(TINY))
+    args = ["--results", str(tmp_path), "--datasets", "synthetic:20", "--methods", "m2/gumbel",
+            "mlp/ml", "--seeds", "0", "--eval-every", "0.25"]
+    assert timebudget.main([*args, "--budget", "1"]) == 0
+    runs = {key: timebudget.run_dir(tmp_path, "synthetic", key, 0) for key in ("m2/gumbel", "mlp/ml")}
+    first = {}
+    for key, run in runs.items():
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["stopped_by"] == "time-limit" and summary["time_limit"] == 1.0
+        assert 1.0 <= summary["train_cpu_seconds"] < 2.0
+        rows = (run / "evaluations.jsonl").read_text().splitlines()
+        assert len(rows) >= 4  # every 0.25 s and at epochs' ends
+        first[key] = summary["steps"]
+    panel = json.loads((tmp_path / "summary.json").read_text())["panels"]["synthetic"]
+    assert set(panel["methods"]) == {"m2/gumbel", "mlp/ml"} and panel["classes"] == 10
+
+    capsys.readouterr()
+    assert timebudget.main([*args, "--budget", "1"]) == 0  # nothing to do
+    assert capsys.readouterr().out.count("[done already]") == 2
+
+    assert timebudget.main([*args, "--budget", "2", "--methods", "mlp/ml"]) == 0
+    summary = json.loads((runs["mlp/ml"] / "summary.json").read_text())
+    assert summary["time_limit"] == 2.0 and summary["steps"] > first["mlp/ml"]
+    assert 2.0 <= summary["train_cpu_seconds"] < 3.0
+
+
+def test_bad_arguments_are_refused(tmp_path, capsys):
+    assert timebudget.main(["--budget", "1", "--datasets", "nothing:100", "--results",
+                            str(tmp_path)]) == 2
+    assert "unknown dataset 'nothing'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        timebudget.main(["--budget", "1", "--datasets", "mnist"])
