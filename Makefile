@@ -33,10 +33,12 @@ test: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/ppl-ssvae render --model all --format png --out docs/figures
 
-# Regenerate the notebook from its percent-format source, executed, outputs included.
+# Regenerate the notebooks from their percent-format sources, executed, outputs included.
 tutorial: $(STAMP)
 	$(BIN)/jupytext --to ipynb tutorials/m2_tutorial.py
 	TUTORIAL_OUT=$(CURDIR)/runs/tutorial $(BIN)/jupyter-execute --inplace --timeout=900 tutorials/m2_tutorial.ipynb
+	$(BIN)/jupytext --to ipynb tutorials/digits_tutorial.py
+	TUTORIAL_OUT=$(CURDIR)/runs/tutorial $(BIN)/jupyter-execute --inplace --timeout=900 tutorials/digits_tutorial.ipynb
 
 bench: $(STAMP)
 	$(BIN)/ppl-ssvae bench --out experiments/results/bench

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Semi-supervised variational autoencoders (Kingma et al. M2 and kin) in Pyro",
     python_requires=">=3.10",
-    packages=["ppl_ssvae", "ppl_ssvae.models", "ppl_ssvae.guides"],
+    packages=["ppl_ssvae", "ppl_ssvae.data", "ppl_ssvae.models", "ppl_ssvae.guides"],
     package_dir={
         "ppl_ssvae": "ppl_ssvae",
         "ppl_ssvae.models": "models",
@@ -18,8 +18,10 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"dev": [
+    extras_require={"sklearn": ["scikit-learn>=1.3"], "dev": [
         "pytest>=7", "ruff>=0.5",
+        # the estimator's tests and experiments/digits.py (the `sklearn` extra)
+        "scikit-learn>=1.3",
         # render tests (and the Debian package graphviz, which .ci/run installs)
         "graphviz>=0.20",
         # the tutorial: jupytext keeps the .ipynb in sync with its .py; nbclient and

@@ -86,8 +86,11 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
+def aggregate(results: Path, keys: list[str], seeds: list[int], dataset: str = "mnist") -> dict:
+    """``dataset`` names the data in the tables and figure; the original's and the
+    published numbers are shown for MNIST only."""
     results = Path(results)
+    known = ORIGINAL if dataset == "mnist" else {}
     figures = results / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     previous = results / "summary.json"
@@ -119,10 +122,10 @@ def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
             "seconds_per_epoch": _mean_std([s.get("seconds_per_epoch") for s in sums])[0],
             "device": sums[0].get("device", "cpu"),
         }
-        if key in ORIGINAL:
-            summary[key]["original"] = {"row": ORIGINAL[key][0], "valid_accuracy": ORIGINAL[key][1]}
+        if key in known:
+            summary[key]["original"] = {"row": known[key][0], "valid_accuracy": known[key][1]}
             summary[key]["epochs_to_original"] = epochs_to_reach(
-                [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs], ORIGINAL[key][1])
+                [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs], known[key][1])
         curves[key] = [[r["valid_accuracy"] for r in rows] for _, rows, _ in runs]
         slug = key.replace("/", "-")
         for name in ("samples", "kl_per_dim"):
@@ -130,9 +133,9 @@ def aggregate(results: Path, keys: list[str], seeds: list[int]) -> dict:
             if source.exists():
                 shutil.copyfile(source, figures / f"{name}_{slug}.png")
     write_json(results / "summary.json", summary)
-    write_text(results / "results.md", markdown(summary))
+    write_text(results / "results.md", markdown(summary, dataset))
     if curves:
-        accuracy_figure(curves, figures / "valid_accuracy.png")
+        accuracy_figure(curves, figures / "valid_accuracy.png", dataset)
     return summary
 
 
@@ -161,7 +164,8 @@ def _reached(row: dict) -> str:
     return f"not in {row['epochs']}" if epochs is None else str(epochs)
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict, dataset: str = "mnist") -> str:
+    known = ORIGINAL if dataset == "mnist" else {}
     lines = [
         "| model / inference | test accuracy % (mean ± std) | best valid. % | test ELBO (nats/image) "
         "| seeds | epochs | wall time | original (valid., 300 epochs) | epochs to the original's "
@@ -172,7 +176,7 @@ def markdown(summary: dict) -> str:
     order = sorted(finished, key=lambda k: -(summary[k]["test_accuracy_mean"] or 0))
     for key in order:
         row = summary[key]
-        original = ORIGINAL.get(key)
+        original = known.get(key)
         elbo = row.get("test_elbo_mean")
         hours = row["wall_seconds"] / 3600
         lines.append(
@@ -191,19 +195,23 @@ def markdown(summary: dict) -> str:
                   "| s/epoch | original (valid., 300 epochs) |", "|---|---|---|---|---|---|"]
         for key in partial:
             row = summary[key]
-            original = ORIGINAL.get(key)
+            original = known.get(key)
             lines.append(
                 f"| {key} | {_spread(row, 'best_valid_accuracy')} "
                 f"| {', '.join(map(str, row['epochs_reached']))} "
                 f"| {len(row['seeds'])} | {row['seconds_per_epoch']:.0f} ({row['device']}) "
                 f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} |")
     lines.append("")
-    lines.append("Published references (MNIST, 100 labels): " + "; ".join(
-        f"{name}: {100 * value:.1f}%" for name, value in PUBLISHED) + ".")
+    if dataset == "mnist":
+        lines.append("Published references (MNIST, 100 labels): " + "; ".join(
+            f"{name}: {100 * value:.1f}%" for name, value in PUBLISHED) + ".")
+    else:
+        lines.append(f"Data set: {dataset}.")
     return "\n".join(lines) + "\n"
 
 
-def accuracy_figure(curves: dict[str, list[list[float]]], path: Path) -> None:
+def accuracy_figure(curves: dict[str, list[list[float]]], path: Path, dataset: str = "mnist"
+                    ) -> None:
     """Validation accuracy per epoch, mean and a band of one std over seeds; the legend
     lists the models in the order of their final accuracy, top to bottom."""
     stats = {}
@@ -219,7 +227,7 @@ def accuracy_figure(curves: dict[str, list[list[float]]], path: Path) -> None:
         mean, std, seeds = stats[key]
         epochs = np.arange(1, len(mean) + 1)
         colour = colours[i % len(colours)]
-        original = ORIGINAL.get(key)
+        original = ORIGINAL.get(key) if dataset == "mnist" else None
         label = f"{key} ({seeds} seeds)" + (
             f"; original {100 * original[1]:.1f}" if original else "")
         ax.plot(epochs, mean, color=colour, marker="o" if len(mean) <= 10 else None,
@@ -229,7 +237,8 @@ def accuracy_figure(curves: dict[str, list[list[float]]], path: Path) -> None:
             ax.plot([1.0], [100 * original[1]], marker="<", color=colour, markersize=8,
                     transform=ax.get_yaxis_transform(), clip_on=False)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
-           title="MNIST, 100 labels: validation accuracy (mean ± std over seeds)")
+           title=f"{'MNIST, 100 labels' if dataset == 'mnist' else dataset}: validation "
+                 f"accuracy (mean ± std over seeds)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     low = min(float((mean - std).min()) for mean, std, _ in stats.values())
     ax.set_ylim(max(0.0, low - 2), 100)

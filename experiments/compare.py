@@ -2,6 +2,8 @@
 
     python -m experiments.compare --models m2/enum m2/gumbel --seeds 0 1 2 \
         --labels 100 --epochs 50 --jobs 2
+    python -m experiments.compare --dataset fashion-mnist --models m2/enum mlp/ml \
+        --seeds 0 1 2 --epochs 30 --jobs 3        # into experiments/results/fashion
 
 Each run is ``ppl-ssvae train`` with the model's config from
 ``experiments/configs/MODEL-INFERENCE.json`` (the settings that reached its best
@@ -27,6 +29,14 @@ from experiments.runs import train_command, worker_env
 CONFIGS = Path(__file__).parent / "configs"
 RESULTS = Path(__file__).parent / "results"
 
+
+
+def results_dir(dataset: str | None) -> Path:
+    """experiments/results for MNIST; experiments/results/fashion for Fashion-MNIST;
+    experiments/results/NAME for another data set (a .npz file's stem)."""
+    if dataset in (None, "mnist"):
+        return RESULTS
+    return RESULTS / ("fashion" if dataset == "fashion-mnist" else Path(dataset).stem)
 
 
 def config_for(model: str, inference: str) -> dict:
@@ -77,6 +87,8 @@ def command(row: tuple[str, str, str, dict], seed: int, args: argparse.Namespace
                 "device": args.device}
     if args.data_dir:
         settings["data_dir"] = args.data_dir
+    if args.dataset:
+        settings["dataset"] = args.dataset
     return train_command(settings, "--resume")
 
 
@@ -119,10 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--dataset", default=None,
+                        help="the data set of every run (default: the configs', MNIST); "
+                        "results then go to experiments/results/DATASET (fashion for "
+                        "fashion-mnist) unless --results says otherwise")
+    parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--aggregate-only", action="store_true",
                         help="only rebuild the tables and figures from finished runs")
     args = parser.parse_args(argv)
+    if args.results is None:
+        args.results = results_dir(args.dataset)
 
     from ppl_ssvae.registry import UnsupportedError, check
 
@@ -140,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, code, _ in pool.map(lambda job: run_one(job, args), jobs):
                 if code != 0:
                     failed.append(name)
-    aggregate(args.results, [row[0] for row in args.models], args.seeds)
+    aggregate(args.results, [row[0] for row in args.models], args.seeds, args.dataset or "mnist")
     print(f"results in {args.results}/ (summary.json, results.md, figures/)")
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)

@@ -124,12 +124,20 @@ PANELS = [  # (title, y of a row, log scale)
      lambda r: r["elbo_grad_cosine_with_heldout_descent"], False),
     ("relative variance of the\nunlabelled ELBO gradient", lambda r: r["elbo_grad_relative_variance"],
      True),
+    ("its noise per draw (rms deviation)\nover the supervised gradient's norm",
+     lambda r: noise(r) / r["classifier_grad_norm"], True),
 ]
+
+
+def noise(row: dict) -> float:
+    """The root-mean-square deviation of one draw of the unlabelled ELBO's gradient from
+    its mean: sqrt(relative variance) x the mean's norm."""
+    return math.sqrt(row["elbo_grad_relative_variance"]) * row["elbo_grad_norm"]
 
 
 def figure(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     """One panel per measurement, one line per run."""
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.8))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.8))
     for name, rows in runs.items():
         steps = [r["step"] for r in rows]
         for ax, (_, value, _) in zip(axes, PANELS, strict=True):

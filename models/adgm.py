@@ -37,8 +37,9 @@ from .m2 import M2
 class ADGM(M2):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
-                 y_family: ExactY | None = None, a_dim: int | None = None):
-        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family)
+                 y_family: ExactY | None = None, a_dim: int | None = None,
+                 likelihood: str = "bernoulli"):
+        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family, likelihood)
         self.a_dim = a_dim or z_dim
         # added to M2: the network of p(a | x, y, z), first layer W_x x + W_y y + W_z z
         self.aux = GaussianHead([x_dim, num_classes, z_dim], hidden, self.a_dim,

@@ -25,7 +25,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ppl_ssvae.distributions import BernoulliImage
 from ppl_ssvae.inference import ExactY
 from ppl_ssvae.relaxed import LogSpaceDirichlet, log_of
 
@@ -39,8 +38,9 @@ class DirichletPrior(M2):
 
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
-                 concentration: float = 0.2, y_family: ExactY | None = None):
-        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family)
+                 concentration: float = 0.2, y_family: ExactY | None = None,
+                 likelihood: str = "bernoulli"):
+        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family, likelihood)
         self.register_buffer("concentration", torch.full((num_classes,), float(concentration)))
 
     def story(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -50,4 +50,4 @@ class DirichletPrior(M2):
             # log alpha as the sampler computed it: alpha_y may underflow to 0
             pyro.sample("y", dist.Categorical(logits=log_of(alpha)), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        pyro.sample("x", BernoulliImage(self.decoder(z, alpha)), obs=x)
+        pyro.sample("x", self.likelihood(self.decoder(z, alpha)), obs=x)

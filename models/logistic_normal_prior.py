@@ -24,7 +24,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ppl_ssvae.distributions import BernoulliImage
 from ppl_ssvae.inference import ExactY
 
 from .m2 import M2
@@ -37,8 +36,9 @@ class LogisticNormalPrior(M2):
 
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
-                 y_family: ExactY | None = None, scale: float = 1.0):
-        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family)
+                 y_family: ExactY | None = None, scale: float = 1.0,
+                 likelihood: str = "bernoulli"):
+        super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family, likelihood)
         self.register_buffer("a_loc", torch.zeros(num_classes))
         self.register_buffer("a_scale", torch.full((num_classes,), float(scale)))
 
@@ -48,4 +48,4 @@ class LogisticNormalPrior(M2):
         if y is not None:  # an unobserved leaf sums to 1: nothing to sample
             pyro.sample("y", dist.Categorical(logits=a), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        pyro.sample("x", BernoulliImage(self.decoder(z, a.softmax(-1))), obs=x)
+        pyro.sample("x", self.likelihood(self.decoder(z, a.softmax(-1))), obs=x)

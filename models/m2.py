@@ -7,6 +7,9 @@ Generative process, for every image n (labelled or not)::
     z_n ~ N(0, I_D)                               style
     x_n ~ Bernoulli(sigmoid(f_theta(z_n, y_n)))   784 pixels, independent given (y, z)
 
+(``--likelihood gaussian``: x_n ~ N(f_theta(z_n, y_n), diag sigma^2), sigma learned;
+``ppl_ssvae.likelihood``.)
+
 Labelled and unlabelled images go through the same ``story``; the only difference
 is ``obs=y``: observed in the labelled plate, latent (and summed out, sampled or
 relaxed, as the guide's inference method says) in the unlabelled one.
@@ -27,19 +30,20 @@ import torch
 from torch import nn
 
 from ppl_ssvae.batch import Batch
-from ppl_ssvae.distributions import BernoulliImage
 from ppl_ssvae.inference import ExactY
+from ppl_ssvae.likelihood import make_likelihood
 from ppl_ssvae.nets import MLP
 
 
 class M2(nn.Module):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
-                 y_family: ExactY | None = None):
+                 y_family: ExactY | None = None, likelihood: str = "bernoulli"):
         super().__init__()
         self.num_classes, self.z_dim, self.x_dim = num_classes, z_dim, x_dim
         self.y_family = y_family or ExactY()
         self.decoder = MLP([z_dim, num_classes], hidden, x_dim, activation)
+        self.likelihood = make_likelihood(likelihood, x_dim)  # p(x | decoder output)
         self.register_buffer("y_logits", torch.zeros(num_classes))  # uniform p(y)
         self.register_buffer("z_loc", torch.zeros(z_dim))
         self.register_buffer("z_scale", torch.ones(z_dim))
@@ -53,7 +57,7 @@ class M2(nn.Module):
             dist.Categorical(logits=self.y_logits)
         y = pyro.sample("y", y_prior, obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        x = pyro.sample("x", BernoulliImage(self.decoder(z, y)), obs=x)
+        x = pyro.sample("x", self.likelihood(self.decoder(z, y)), obs=x)
         return y, z, x
 
     def forward(self, batch: Batch) -> None:
@@ -62,5 +66,6 @@ class M2(nn.Module):
             self.story(part.x, part.y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities of p(x | y, z); y a class index, or a point of the simplex."""
-        return torch.sigmoid(self.decoder(z, y))
+        """The mean of p(x | y, z) (pixel probabilities under the Bernoulli likelihood); y a
+        class index, or a point of the simplex."""
+        return self.likelihood.mean(self.decoder(z, y))

@@ -117,6 +117,55 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writable(path: str) -> str:
+    from pathlib import Path
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"--out {path}: the directory {parent} does not exist: create it first")
+    return path
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ppl_ssvae.run import load_run, read_inputs, write_predictions
+
+    run = load_run(args.run, args.device, args.weights)
+    x = read_inputs(args.input)
+    probs = write_predictions(run, run.inputs(x, args.input), _writable(args.out))
+    print(f"{len(probs)} predictions of {run.num_classes} classes written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ppl_ssvae.run import evaluate_run, load_run
+
+    if args.samples < 1:
+        raise UserError(f"--samples must be positive, got {args.samples}")
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images must be positive, got {args.max_images}")
+    run = load_run(args.run, args.device, args.weights)
+    result = evaluate_run(run, args.split, args.samples, args.data_dir, args.max_images,
+                          args.seed)
+    shown = {k: v for k, v in result.items() if k not in ("confusion_matrix",
+                                                           "per_class_accuracy")}
+    print(json.dumps(shown, indent=2))
+    print(f"evaluation and figures are in {args.run}/")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ppl_ssvae.run import load_run, write_samples
+
+    if args.n < 1:
+        raise UserError(f"--n must be positive, got {args.n}")
+    if not args.out.lower().endswith((".png", ".svg", ".pdf")):
+        raise UserError(f"--out {args.out}: give a .png (or .svg, .pdf) file name")
+    run = load_run(args.run, args.device, args.weights)
+    write_samples(run, _writable(args.out), args.class_, args.n, args.seed)
+    print(args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppl-ssvae",
@@ -127,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "summary, checkpoint and figures to --out",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_settings_arguments(train)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run_command=cmd_train)
 
     listing = commands.add_parser("list", help="every model and the inference methods it takes")
     listing.add_argument("--verbose", "-v", action="store_true",
                          help="also describe each inference method")
-    listing.set_defaults(run=cmd_list)
+    listing.set_defaults(run_command=cmd_list)
 
     bench = commands.add_parser("bench", help="time one training step of every model x inference, "
                                 "against plain PyTorch and as the number of classes grows")
@@ -153,7 +202,55 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="a directory to write bench.json, bench.md and "
                        "scaling_in_k.png into (default: none, the tables are printed; the "
                        "README's numbers: --out experiments/results/bench)")
-    bench.set_defaults(run=cmd_bench)
+    bench.set_defaults(run_command=cmd_bench)
+
+    predict = commands.add_parser("predict", help="classify every example of a file with a "
+                                  "trained run; writes a CSV: index, label, p0 .. pK-1")
+    predict.add_argument("--run", required=True, help="the --out directory of a training run")
+    predict.add_argument("--input", required=True, help="a .npy array, a .npz file (array x), "
+                         "or an IDX .gz file of 8-bit images, shaped as the run's data")
+    predict.add_argument("--out", required=True, help="the CSV file to write")
+    predict.add_argument("--device", default="cpu", help="cpu or cuda")
+    predict.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="the best-validation weights (best.pt, those summary.json's "
+                        "test_accuracy describes) or the last ones (checkpoint.pt)")
+    predict.set_defaults(run_command=cmd_predict)
+
+    evaluation = commands.add_parser(
+        "evaluate", help="accuracy, per-class accuracy, confusion matrix, ELBO and "
+        "importance-sampled log p(x), latent picture; written into the run directory",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluation.add_argument("--run", required=True, help="the --out directory of a training run")
+    evaluation.add_argument("--split", default="test", help="train, valid or test")
+    evaluation.add_argument("--samples", type=int, default=100,
+                            help="importance samples per image for log p(x) (Burda et al. use "
+                            "5000)")
+    evaluation.add_argument("--max-images", type=int, default=None,
+                            help="evaluate the first N images of the split only")
+    evaluation.add_argument("--data-dir", default=None, help="where the run's data set is, if "
+                            "not where it was found in training")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the binarisation and "
+                            "of the importance samples")
+    evaluation.add_argument("--device", default="cpu", help="cpu or cuda")
+    evaluation.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="the best-validation weights (best.pt, those summary.json's "
+                        "test_accuracy describes) or the last ones (checkpoint.pt)")
+    evaluation.set_defaults(run_command=cmd_evaluate)
+
+    sampling = commands.add_parser("sample", help="draw class-conditional samples of p(x | y, z) "
+                                   "from a trained run into a PNG",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sampling.add_argument("--run", required=True, help="the --out directory of a training run")
+    sampling.add_argument("--class", dest="class_", type=int, default=None,
+                          help="the class y to sample (default: one row per class)")
+    sampling.add_argument("--n", type=int, default=8, help="samples (per class)")
+    sampling.add_argument("--seed", type=int, default=0, help="seed of the draws of z")
+    sampling.add_argument("--out", required=True, help="the PNG file to write")
+    sampling.add_argument("--device", default="cpu", help="cpu or cuda")
+    sampling.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="the best-validation weights (best.pt, those summary.json's "
+                        "test_accuracy describes) or the last ones (checkpoint.pt)")
+    sampling.set_defaults(run_command=cmd_sample)
 
     drawing = commands.add_parser("render", help="draw a model's plate diagram (and its "
                                   "guide's) with Graphviz")
@@ -166,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     drawing.add_argument("--out", required=True, help="FILE.png or FILE.svg (a directory "
                          "with --model all)")
     drawing.add_argument("--format", default="png", help="png or svg, with --model all")
-    drawing.set_defaults(run=cmd_render)
+    drawing.set_defaults(run_command=cmd_render)
     return parser
 
 
@@ -175,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from ppl_ssvae.distributed import DistributedError, is_main
     from ppl_ssvae.io import OutputError
     from ppl_ssvae.registry import UnsupportedError
+    from ppl_ssvae.run import InputError, RunError
     from ppl_ssvae.train import NumericalFault, TrainingError
 
     args = build_parser().parse_args(argv)
@@ -185,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             print(message, file=sys.stderr)
 
     try:
-        status = args.run(args)
+        status = args.run_command(args)
         sys.stdout.flush()  # now, so that a closed pipe is seen here and not at exit
         return status
     except BrokenPipeError:
@@ -195,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ppl-ssvae: error: {e}")
         return EXIT_NUMERICAL_FAULT
     except (UserError, SettingsError, DataError, UnsupportedError, TrainingError,
-            CheckpointError, OutputError, DistributedError) as e:
+            CheckpointError, OutputError, DistributedError, InputError, RunError) as e:
         say(f"ppl-ssvae: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:

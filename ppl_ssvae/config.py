@@ -23,8 +23,9 @@ class Settings:
     )
     dataset: str = field(
         default="mnist",
-        metadata={"help": "mnist, two-digit-mnist (100 classes, 28 x 56: two MNIST digits side by "
-                  "side), or synthetic (random data of MNIST's shape)"}
+        metadata={"help": "mnist, fashion-mnist, two-digit-mnist (100 classes, 28 x 56: two MNIST "
+                  "digits side by side), synthetic (random data of MNIST's shape), or PATH.npz "
+                  "(your own data, labels -1 where unknown; see the README)"}
     )
     data_dir: str | None = field(
         default=None,
@@ -33,7 +34,13 @@ class Settings:
     )
     labels: int = field(default=100, metadata={"help": "labelled examples, balanced over classes"})
     binarize: bool = field(
-        default=True, metadata={"help": "binarise pixels dynamically, x ~ Bernoulli(pixel), per batch"}
+        default=True, metadata={"help": "binarise pixels dynamically, x ~ Bernoulli(pixel), per batch "
+                                "(bernoulli likelihood only)"}
+    )
+    likelihood: str = field(
+        default="bernoulli",
+        metadata={"help": "p(x | y, z): bernoulli (values in [0, 1]) or gaussian (real values, a "
+                  "learned variance per feature; needs --no-binarize)"},
     )
     # networks
     z_dim: int = field(default=50, metadata={"help": "dimension of the latent z"})
@@ -215,6 +222,14 @@ def validate(settings: Settings) -> Settings:
     if settings.activation not in (*ACTIVATIONS, "maxout"):
         raise SettingsError(f"--activation takes {', '.join((*ACTIVATIONS, 'maxout'))}, got "
                             f"{settings.activation!r}")
+    from ppl_ssvae.likelihood import LIKELIHOODS
+
+    if settings.likelihood not in LIKELIHOODS:
+        raise SettingsError(f"--likelihood takes {', '.join(LIKELIHOODS)}, got "
+                            f"{settings.likelihood!r}")
+    if settings.likelihood == "gaussian" and settings.binarize:
+        raise SettingsError("--likelihood gaussian models real values, which cannot be "
+                            "binarised: add --no-binarize")
     if settings.on_nan not in ("stop", "skip"):
         raise SettingsError(f"--on-nan takes stop or skip, got {settings.on_nan!r}")
     check_device(settings.device)

@@ -1,6 +1,6 @@
-"""Measurements of a trained pair: accuracy of q(y|x), the ELBO per image,
-sum_y q(y|x) KL(q(z|x,y) || p(z)) per latent dimension, and the labels of the
-model's own posterior p(y | x, z) by Pyro's ``infer_discrete``.
+"""Measurements of a trained pair: accuracy of q(y|x), the ELBO per image, the
+importance-sampled log p(x), sum_y q(y|x) KL(q(z|x,y) || p(z)) per latent dimension,
+and the labels of the model's own posterior p(y | x, z) by Pyro's ``infer_discrete``.
 
 Every function puts the networks in evaluation mode (batch norm uses its running
 statistics and leaves them as they are, dropout is off) and restores the mode it
@@ -10,6 +10,7 @@ found; images may come as (B, 784) or (B, 28, 28).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -17,12 +18,14 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, config_enumerate, infer_discrete
 from pyro.poutine.util import site_is_subsample
 
-from ppl_ssvae.batch import UNLABELLED, Batch, flat_images
+from ppl_ssvae.batch import LABELLED, UNLABELLED, Batch, flat_images, one_hot
 from ppl_ssvae.inference import MAX_PLATE_NESTING, ExactY
+from ppl_ssvae.iwae import ImportanceWeightedELBO
 from ppl_ssvae.objective import SSVAE, evaluation
 
 __all__ = ["accuracy", "elbo_per_image", "evaluation", "exact_y", "guide_latents",
-           "kl_description", "kl_per_dimension", "posterior_labels", "predict"]
+           "kl_description", "kl_per_dimension", "latent_means", "log_marginal", "pca_2d",
+           "posterior_labels", "predict"]
 Y_SITE = f"{UNLABELLED}/y"
 
 
@@ -145,3 +148,60 @@ def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
         raise ValueError("this model has no discrete latent y to infer (its class weights "
                          "are continuous): use predict() for its labels")
     return trace.nodes[Y_SITE]["value"]
+
+def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool = True,
+                 seed: int = 0, budget: int = 20_000) -> torch.Tensor:
+    """The importance-sampled estimate of log p(x) of every row of ``x`` (Burda, Grosse
+    and Salakhutdinov 2016), with ``samples`` draws from the guide per image::
+
+        log p(x) ~ log sum_y (1/S) sum_s p(x, y, h_s) / q(h_s | x, y),   h_s ~ q(h | x, y)
+
+    ``exact=True`` (models whose y is a discrete latent) sums y out exactly: each of
+    the K classes is run through the labelled path of model and guide, and only the
+    continuous latents h (z, and a for the ADGM) are importance-sampled. Otherwise the
+    unlabelled path is used as it is (models whose y is a leaf, with continuous class
+    weights in h). The estimate is a stochastic lower bound that tightens with S, and
+    S = 1 gives an ELBO. ``budget`` caps images x samples per forward pass."""
+    estimator = ImportanceWeightedELBO(num_particles=samples, vectorize_particles=samples > 1,
+                                       max_plate_nesting=MAX_PLATE_NESTING)
+    k = pair.model.num_classes
+    per_pass = max(1, budget // samples)
+    results = []
+
+    def log_mean_w(batch: Batch, plate: str) -> torch.Tensor:
+        log_w = estimator.log_weights(pair.model, pair.guide, batch)[plate]  # (S, B)
+        return torch.logsumexp(log_w, dim=0) - math.log(samples)
+
+    with evaluation(pair), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for chunk in x.split(per_pass):
+            if exact:
+                terms = [log_mean_w(Batch(x_l=chunk, y_l=one_hot(
+                    torch.full((len(chunk),), c, device=chunk.device), k)), LABELLED)
+                    for c in range(k)]
+                results.append(torch.logsumexp(torch.stack(terms), dim=0))
+            else:
+                results.append(log_mean_w(Batch(x_u=chunk), UNLABELLED))
+    return torch.cat(results)
+
+
+def latent_means(pair: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000
+                 ) -> torch.Tensor:
+    """The means of q(z | x, y) at the given labels, (N, D); for a guide whose z reads
+    class weights (``continuous_y``), at the weights q(y | x) predicts."""
+    guide = pair.guide
+    out = []
+    with evaluation(pair):
+        for xs, ys in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            probs = pair.classify(xs).softmax(-1)
+            weights = probs if getattr(guide, "continuous_y", False) else \
+                one_hot(ys, probs.shape[-1])
+            out.append(guide.encode_z(xs, weights)[0])
+    return torch.cat(out)
+
+
+def pca_2d(points: torch.Tensor) -> torch.Tensor:
+    """``points`` (N, D) projected on their first two principal axes, (N, 2)."""
+    centred = points - points.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T

@@ -80,6 +80,14 @@ class ImportanceWeightedELBO(ELBO):
             bound = bound.to(per_example) + scale * per_example.sum()
         return bound
 
+    def log_weights(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """log w of every importance sample of every example, unscaled: plate name ->
+        a tensor (S, B). The estimate of log p(x_n) is their log-mean-exp over S."""
+        particles = [self._log_weights(m, g) for m, g in self._get_traces(model, guide, args, kwargs)]
+        if self.vectorize_particles and self.num_particles > 1:
+            return {plate: log_w for plate, (log_w, _) in particles[0].items()}
+        return {plate: torch.stack([p[plate][0] for p in particles]) for plate in particles[0]}
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         return -self._bound(model, guide, args, kwargs)
 

@@ -72,12 +72,14 @@ def learning_curves(history: list[dict], path: str | os.PathLike, title: str = "
 
 
 def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = "",
-                  shape: tuple[int, ...] | None = None) -> None:
+                  shape: tuple[int, ...] | None = None, names: list[str] | None = None) -> None:
     """``images`` of shape (K, S, D): one row per class, S samples per row, each drawn as an
     image of ``shape`` (H, W) (default: square); a feature vector (``shape`` of one
     dimension) is drawn as a strip one pixel high. With more than ``MAX_ROWS`` classes a
     row per class would be unreadable: the first sample of each class is drawn instead,
-    in a grid of ten classes a row (class 10 r + c in row r, column c)."""
+    in a grid of ten classes a row (class 10 r + c in row r, column c). ``names`` names
+    the rows of one-row-per-class grids (default: the classes 0..K-1); values that leave
+    [0, 1] (a Gaussian's means) widen the grey scale."""
     k, s = images.shape[:2]
     if shape is None:
         side = int(round(images.shape[-1] ** 0.5))
@@ -95,11 +97,12 @@ def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = ""
     else:
         rows, columns = k, s
         grid = images.reshape(k, s, height, width).permute(0, 2, 1, 3).reshape(k * height, s * width)
-        row_labels = [str(i) for i in range(k)]
+        row_labels = names or [str(i) for i in range(k)]
         column_ticks = ([], [])
     cell_width = 0.45 * (width / height if len(shape) == 2 else 1.0)  # inches; a row is 0.45
     fig, ax = plt.subplots(figsize=(columns * cell_width + 0.6, rows * 0.45 + 0.4))
-    ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    lo, hi = min(0.0, float(grid.min())), max(1.0, float(grid.max()))
+    ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_yticks(np.arange(rows) * height + height / 2, row_labels)
     ax.set_xticks(*column_ticks)
     ax.set_ylabel("class y")
@@ -132,3 +135,48 @@ def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = ""):
     save_figure(fig, path, dpi=150)
     plt.close(fig)
     return fig
+
+
+def confusion_matrix(counts: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
+    """Counts (K, K), true class in rows, predicted in columns; each row shaded by its
+    share of the true class."""
+    counts = counts.cpu().float()
+    k = counts.shape[0]
+    shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    size = min(12.0, 2.5 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j] > 0:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(_title(title or "confusion matrix", 60), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+
+
+def latent_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | os.PathLike,
+                   title: str = "") -> None:
+    """2-D points (N, 2), coloured by class."""
+    points, labels = points.cpu().numpy(), labels.cpu().numpy()
+    classes = sorted(set(labels.tolist()))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for i, c in enumerate(classes):
+        chosen = labels == c
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=4, alpha=0.6,
+                   color=cmap(i % cmap.N), label=str(c))
+    if len(classes) <= 20:
+        ax.legend(title="class", markerscale=3, frameon=False, fontsize=7,
+                  bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    ax.set(xlabel="principal axis 1", ylabel="principal axis 2")
+    ax.set_title(_title(title, 60), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)

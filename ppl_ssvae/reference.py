@@ -33,8 +33,11 @@ def _bracket(model, guide, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) 
     """log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y) at z = mu + sigma * eps."""
     loc, scale = guide.encode_z(x, y)
     z = loc + scale * eps
-    logits = model.decoder(z, y)
-    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    out = model.decoder(z, y)
+    if model.likelihood.name == "gaussian":  # x_d ~ N(out_d, sigma_d^2)
+        log_px = _normal_log_prob(x, out, model.likelihood.scale())
+    else:  # x_d ~ Bernoulli(sigmoid(out_d))
+        log_px = -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
     log_py = -math.log(model.num_classes)
     log_pz = _normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
     log_qz = _normal_log_prob(z, loc, scale)

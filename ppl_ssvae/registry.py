@@ -47,7 +47,7 @@ class ModelSpec:
 
 
 def _m2(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
-    return M2(k, s.z_dim, d, s.hidden, s.activation, family)
+    return M2(k, s.z_dim, d, s.hidden, s.activation, family, s.likelihood)
 
 
 def _m2_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -58,7 +58,7 @@ def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Mo
     # softmax(a / tau) with a ~ N(0, I) is softmax(a') with a' ~ N(0, I / tau^2): the
     # original's sharpening s = 1 / tau, written as the prior's scale
     return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family,
-                               scale=1.0 / s.temperature)
+                               scale=1.0 / s.temperature, likelihood=s.likelihood)
 
 
 def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -68,7 +68,7 @@ def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) ->
 
 def _dirichlet(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return DirichletPrior(k, s.z_dim, d, s.hidden, s.activation, s.dirichlet_concentration,
-                          family)
+                          family, s.likelihood)
 
 
 def _dirichlet_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -87,7 +87,7 @@ M2_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gu
 CONTINUOUS_INFERENCES = ("reparam", "analytic-kl", "iwae")
 
 def _adgm(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
-    return ADGM(k, s.z_dim, d, s.hidden, s.activation, family)
+    return ADGM(k, s.z_dim, d, s.hidden, s.activation, family, likelihood=s.likelihood)
 
 
 def _adgm_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:

@@ -172,17 +172,19 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
                  n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l)
 
 
-def train(settings: Settings) -> dict:
+def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     """Train as ``settings`` say, write every output into ``settings.out``, and
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
-    Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary."""
+    Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary.
+    ``data`` is a data set already in memory (the scikit-learn estimator's), in place
+    of loading ``settings.dataset``."""
     validate(settings)
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json
     with distributed.process_group(settings) as device, _held_directory(settings) as out:
         try:
-            return _train(settings, out, device)
+            return _train(settings, out, device, data)
         except WriteError as e:
             raise TrainingError(f"{e}; once that is fixed, rerun with --resume to go on from "
                                 f"the last checkpoint") from None
@@ -197,14 +199,21 @@ def _held_directory(settings: Settings) -> Iterator[Path]:
             lambda: stack.enter_context(run_directory(settings.out, settings.resume)))
 
 
-def _train(settings: Settings, out: Path, device: torch.device) -> dict:
+def _train(settings: Settings, out: Path, device: torch.device,
+           data: data_lib.Dataset | None) -> dict:
     main = distributed.is_main()
     seed_everything(settings.seed)
     pyro.clear_param_store()
 
-    data = data_lib.load(settings.dataset, settings.data_dir, settings.seed).to(device)
-    labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes,
-                                        settings.seed)
+    if data is None:
+        data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
+    data = data.to(device)
+    data_lib.check_range(data, settings.likelihood == "bernoulli")
+    labelled = data_lib.labelled_indices(data, settings.labels, settings.seed)
+    if data.labelled is not None and settings.progress:
+        tqdm.write(f"ppl-ssvae: training with the {len(labelled)} labelled examples of "
+                   f"{data.source} (--labels picks a subset of fully labelled data only)",
+                   file=sys.stderr)
     x_dim = data.train.x.shape[1]
     pair = build(settings, data.num_classes, x_dim).to(device)
     optimizer = adam(pair.parameters(), settings.lr)
@@ -226,7 +235,8 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
     # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
     # steps, written after its last checkpoint, are dropped and come back identical
     if main:
-        write_json(out / "config.json", {**settings.to_dict(),
+        # the settings, and what the data fix about the networks: enough to rebuild the pair
+        write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data),
                                          "world_size": distributed.world_size()})
         write_jsonl(out / "metrics.jsonl", state.history)
         write_jsonl(out / "evaluations.jsonl", state.evaluations)
@@ -327,7 +337,7 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
         bar.close()
 
     def finish() -> dict:
-        summary = _summary(pair, data, settings, state)
+        summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
         summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time))
         write_json(out / "summary.json", summary)
         if settings.figures:
@@ -335,6 +345,13 @@ def _train(settings: Settings, out: Path, device: torch.device) -> dict:
         return summary
 
     return distributed.from_main(finish)
+
+
+def data_info(data: data_lib.Dataset) -> dict:
+    """What a run's ``config.json`` records of its data: the networks' sizes, the
+    shape of one example, where the data came from."""
+    return {"name": data.name, "source": data.source, "num_classes": data.num_classes,
+            "x_dim": data.x_dim, "shape": list(data.shape)}
 
 
 def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step: int,

@@ -3,6 +3,8 @@ labels written by hand in plain PyTorch, on the same networks and the same z."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -101,3 +103,40 @@ def test_objective_adds_the_classifier_term(tiny):
     with torch.no_grad():
         hand = float(m2_negative_elbo(pair.model, pair.guide, batch))
     assert terms["negative_elbo"] * batch.size == pytest.approx(hand, rel=1e-5)
+
+
+def gaussian_batch(data, seed=0):
+    """Real-valued features (outside [0, 1]) for the Gaussian likelihood."""
+    batch = make_batch(data, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return Batch(x_u=3 * torch.randn(batch.x_u.shape, generator=g) - 1, n_u=batch.n_u,
+                 x_l=3 * torch.randn(batch.x_l.shape, generator=g) - 1, y_l=batch.y_l,
+                 n_l=batch.n_l)
+
+
+def test_gaussian_likelihood_elbo_equals_hand_sum(tiny):
+    pair, _ = small_pair(likelihood="gaussian", binarize=False)
+    with torch.no_grad():  # per-feature scales away from their start, so sigma matters
+        pair.model.likelihood.raw_scale.copy_(torch.linspace(-2.0, 2.0, 784))
+    batch = gaussian_batch(tiny)
+    by_pyro, by_hand = pyro_and_hand(pair, batch)
+    assert by_pyro == pytest.approx(by_hand, rel=1e-5)
+    # the hand sum, spelled out for one labelled image at its z: log N(x | mean, sigma^2)
+    sigma = torch.nn.functional.softplus(torch.linspace(-2.0, 2.0, 784)) + 1e-3
+    mean = torch.zeros(784)
+    x = batch.x_l[0]
+    expected = (-0.5 * ((x - mean) / sigma) ** 2 - sigma.log() - 0.5 * math.log(2 * math.pi)).sum()
+    got = pair.model.likelihood(mean).log_prob(x)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    # and the gradients, the learned variance included
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    pyro.set_rng_seed(2)
+    elbo.loss_and_grads(pair.model, pair.guide, batch)
+    by_pyro_grads = [p.grad.clone() for p in pair.parameters()]
+    pair.zero_grad()
+    pyro.set_rng_seed(2)
+    m2_negative_elbo(pair.model, pair.guide, batch).backward()
+    for g_pyro, p in zip(by_pyro_grads, pair.parameters(), strict=True):
+        scale = float(p.grad.abs().max())
+        torch.testing.assert_close(g_pyro, p.grad, rtol=1e-3, atol=1e-4 * scale)
+    assert float(pair.model.likelihood.raw_scale.grad.abs().sum()) > 0

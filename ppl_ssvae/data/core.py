@@ -22,7 +22,7 @@ class DataError(Exception):
 @dataclass
 class Split:
     x: torch.Tensor  # (N, D) float32; images are flattened row by row
-    y: torch.Tensor  # (N,) int64 class index
+    y: torch.Tensor  # (N,) int64 class index; -1 where unknown (training split only)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -44,6 +44,9 @@ class Dataset:
     source: str = ""
     shape: tuple[int, ...] = (28, 28)
     name: str = "mnist"
+    # indices into train of the examples whose labels training may use, when the data
+    # fix them (a .npz with -1 for unlabelled); None: --labels picks a balanced subset
+    labelled: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -51,7 +54,7 @@ class Dataset:
 
     def to(self, device: str | torch.device) -> Dataset:
         return Dataset(self.train.to(device), self.valid.to(device), self.test.to(device),
-                       self.num_classes, self.source, self.shape, self.name)
+                       self.num_classes, self.source, self.shape, self.name, self.labelled)
 
 
 def sha256(path: Path) -> str:

@@ -85,15 +85,16 @@ def read_pickle(path: Path) -> Dataset:
     return checked(Dataset(*splits, source=str(path), shape=(28, 28), name="mnist"))
 
 
-def read_idx_dir(directory: Path) -> Dataset:
+def read_idx_dir(directory: Path, name: str = "mnist") -> Dataset:
     """The four IDX files; the last 10,000 of the 60,000 training images become the
-    validation set (the last sixth, for a smaller file)."""
+    validation set (the last sixth, for a smaller file). Fashion-MNIST's files have
+    the same names and layout."""
     arrays = {name: read_idx(directory / name) for name in IDX_FILES}
-    for name, array in arrays.items():
-        want = "(N, 28, 28)" if "images" in name else "(N,)"
-        if array.shape[1:] != ((28, 28) if "images" in name else ()):
-            raise DataError(f"{directory / name}: expected an array of shape {want}, got "
-                            f"{array.shape}: replace it with the MNIST file of that name")
+    for file, array in arrays.items():
+        want = "(N, 28, 28)" if "images" in file else "(N,)"
+        if array.shape[1:] != ((28, 28) if "images" in file else ()):
+            raise DataError(f"{directory / file}: expected an array of shape {want}, got "
+                            f"{array.shape}: replace it with the file of that name")
     images = arrays["train-images-idx3-ubyte.gz"].reshape(-1, IMAGE_SIZE)
     labels = arrays["train-labels-idx1-ubyte.gz"]
     n_train = len(images) - min(N_VALID, len(images) // 6)
@@ -106,7 +107,7 @@ def read_idx_dir(directory: Path) -> Dataset:
     return checked(Dataset(split(images[:n_train], labels[:n_train]),
                             split(images[n_train:], labels[n_train:]),
                             split(test_x, test_y), source=str(directory),
-                           shape=(28, 28), name="mnist"))
+                           shape=(28, 28), name=name))
 
 
 def _as_images(x, path) -> torch.Tensor:

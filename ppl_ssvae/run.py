@@ -1,0 +1,300 @@
+"""Using a trained run: ``load_run(dir)`` and what ``predict``, ``evaluate`` and
+``sample`` do with it.
+
+A run directory is self-describing: ``config.json`` holds every setting and what the
+data fixed about the networks (K, the size and shape of one example), and
+``checkpoint.pt`` the weights; nothing else is needed to rebuild the pair::
+
+    run = load_run("runs/m2")
+    run.predict(x)              # class of each row of x, (N,)
+    run.predict_proba(x)        # q(y | x), (N, K)
+    run.sample(8, y=3)          # means of p(x | y=3, z), z ~ N(0, I), (8, *shape)
+    run.log_marginal(x, 100)    # importance-sampled log p(x), (N,)
+    run.model, run.guide        # the Pyro pair, for SVI, Predictive, render_model ...
+
+Inputs are checked against the run before any work: an array of examples of the
+training data's shape (or flattened), numbers, finite, and in [0, 1] under the
+Bernoulli likelihood; anything else is an ``InputError`` in one line that names what
+the run expects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ppl_ssvae import data as data_lib
+from ppl_ssvae import evaluate, plots
+from ppl_ssvae.batch import one_hot
+from ppl_ssvae.checkpoint import load_weights
+from ppl_ssvae.config import Settings
+from ppl_ssvae.io import prepare_output_dir, write_json, write_text
+from ppl_ssvae.objective import SSVAE
+from ppl_ssvae.registry import MODELS, build
+
+# what runs written before config.json recorded their data had: MNIST's shape
+LEGACY_DATA = {"num_classes": 10, "x_dim": 784, "shape": [28, 28]}
+
+
+class InputError(ValueError):
+    """Input a run cannot take; the message says what the run expects."""
+
+
+class RunError(ValueError):
+    """A directory that is not a usable run; the message says what to do."""
+
+
+@dataclass
+class Run:
+    """A trained model/guide pair with its settings and the shape of its data."""
+
+    directory: Path
+    settings: Settings
+    pair: SSVAE
+    num_classes: int
+    shape: tuple[int, ...]
+    data: dict
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The Pyro model p(x, y, z, ...): a plain callable taking a ``Batch``."""
+        return self.pair.model
+
+    @property
+    def guide(self) -> torch.nn.Module:
+        """The Pyro guide q(y, z, ... | x)."""
+        return self.pair.guide
+
+    @property
+    def x_dim(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def has_decoder(self) -> bool:
+        return hasattr(self.pair.model, "decode")
+
+    def _device(self) -> torch.device:
+        return next(self.pair.parameters()).device
+
+    def inputs(self, x, what: str = "the input") -> torch.Tensor:
+        """``x`` as a float tensor (N, D) on the run's device, after checking its shape,
+        type and range against the run; ``InputError`` otherwise."""
+        array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        expected = (f"examples of shape {tuple(self.shape)} ({self.x_dim} values each), as an "
+                    f"array (N, {', '.join(str(s) for s in self.shape)})"
+                    + (f" or (N, {self.x_dim})" if len(self.shape) > 1 else ""))
+        if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating)
+                                           or np.issubdtype(array.dtype, np.integer)):
+            raise InputError(f"{what} holds values of type {array.dtype}; this run expects "
+                             f"numbers: {expected}")
+        if array.shape == tuple(self.shape) or array.shape == (self.x_dim,):
+            array = array[None]  # one example
+        if array.ndim < 2 or array.shape[1:] not in (tuple(self.shape), (self.x_dim,)):
+            raise InputError(f"{what} has shape {array.shape}; this run expects {expected}")
+        if len(array) == 0:
+            raise InputError(f"{what} holds no examples; this run expects {expected}")
+        array = np.ascontiguousarray(array.reshape(len(array), -1), dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise InputError(f"{what} holds NaN or infinite values; this run expects finite "
+                             f"numbers")
+        if self.settings.likelihood == "bernoulli":
+            lo, hi = float(array.min()), float(array.max())
+            if lo < 0.0 or hi > 1.0:
+                raise InputError(f"{what} has values in [{lo:g}, {hi:g}]; this run (bernoulli "
+                                 f"likelihood) expects values in [0, 1], scaled as its training "
+                                 f"data were (8-bit images: divide by 255)")
+        return torch.from_numpy(array).to(self._device())
+
+    def predict_proba(self, x) -> torch.Tensor:
+        """q(y | x) for every example, (N, K)."""
+        return evaluate.predict(self.pair, self.inputs(x), self.settings.eval_batch_size)
+
+    def predict(self, x) -> torch.Tensor:
+        """The most probable class under q(y | x) of every example, (N,)."""
+        return self.predict_proba(x).argmax(-1)
+
+    def _require_decoder(self, what: str) -> None:
+        if not self.has_decoder:
+            raise RunError(f"model {self.settings.model!r} has no p(x | y, z), so it cannot "
+                           f"{what}: use a run of a generative model (m2, adgm, ...)")
+
+    def sample(self, n: int = 8, y: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Means of p(x | y, z) at n draws z ~ N(0, I), shaped as the data (n, *shape);
+        ``y`` a class, or None to draw each from p(y) (uniform)."""
+        self._require_decoder("sample")
+        k = self.num_classes
+        if y is not None and not 0 <= y < k:
+            raise InputError(f"class {y} is not one of this run's classes 0..{k - 1}")
+        device = self._device()
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.settings.z_dim, generator=g)
+        labels = torch.full((n,), y) if y is not None else torch.randint(k, (n,), generator=g)
+        with evaluate.evaluation(self.pair):
+            images = self.pair.model.decode(z.to(device), one_hot(labels, k).to(device))
+        return images.reshape(n, *self.shape).cpu()
+
+    def sample_grid(self, n: int = 8, seed: int = 0) -> torch.Tensor:
+        """(K, n, D): n samples of every class, the same z in each column."""
+        self._require_decoder("sample")
+        k, device = self.num_classes, self._device()
+        z = torch.randn(n, self.settings.z_dim, generator=torch.Generator().manual_seed(seed))
+        z = z.to(device).expand(k, -1, -1)
+        y = torch.eye(k, device=device).unsqueeze(1).expand(-1, n, -1)
+        with evaluate.evaluation(self.pair):
+            return self.pair.model.decode(z, y).cpu()
+
+    @property
+    def exact_in_y(self) -> bool:
+        """Whether y can be summed out exactly (the model's y is a discrete latent)."""
+        return "enum" in MODELS[self.settings.model].inferences
+
+    def log_marginal(self, x, samples: int = 100, seed: int = 0) -> torch.Tensor:
+        """Importance-sampled log p(x) of every example (Burda et al. 2016), ``samples``
+        draws per image, exact in y where the model can enumerate it; (N,), nats."""
+        self._require_decoder("score log p(x)")
+        if samples < 1:
+            raise InputError(f"samples must be positive, got {samples}")
+        return evaluate.log_marginal(self.pair, self.inputs(x), samples, self.exact_in_y,
+                                     seed).cpu()
+
+
+def load_run(directory: str | Path, device: str = "cpu", which: str = "best") -> Run:
+    """The run trained into ``directory``: its settings and the pair with its weights, on
+    ``device``. ``which="best"`` (the default): the best-validation weights (``best.pt``),
+    those ``summary.json``'s ``test_accuracy`` describes; ``"last"``: the last checkpoint's.
+    A run without ``best.pt`` (written before it was kept) gets the last weights."""
+    directory = Path(directory)
+    config_path, checkpoint = directory / "config.json", directory / "checkpoint.pt"
+    if not config_path.is_file():
+        raise RunError(f"{directory} is not a run directory (no config.json): give the --out "
+                       f"of a `ppl-ssvae train` run")
+    if not checkpoint.is_file():
+        raise RunError(f"{directory} has no checkpoint.pt: train into it first (ppl-ssvae "
+                       f"train --out {directory})")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{config_path} is not readable JSON ({e}): restore it from the run") from None
+    settings = Settings.from_dict(config).replace(device=device)
+    info = config.get("data") or LEGACY_DATA
+    pair = build(settings, info["num_classes"], info["x_dim"])
+    if which not in ("best", "last"):
+        raise RunError(f"which must be 'best' or 'last', got {which!r}")
+    load_weights(pair, directory, which)  # one-line CheckpointError if they do not fit
+    pair.to(device).eval()
+    return Run(directory, settings, pair, int(info["num_classes"]),
+               tuple(int(s) for s in info["shape"]), info)
+
+
+# --------------------------------------------------------------------------- the commands
+
+def read_inputs(path: str | Path) -> np.ndarray:
+    """The examples in a ``.npy`` file, a ``.npz`` file (its array ``x``, or its only
+    array), or an IDX ``.gz`` file of 8-bit images (scaled to [0, 1])."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--input {path} does not exist")
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if name.endswith(".npz"):
+            arrays = data_lib.npz.read_arrays(path)
+            if "x" in arrays:
+                return arrays["x"]
+            if len(arrays) == 1:
+                return next(iter(arrays.values()))
+            raise InputError(f"{path} holds the arrays {', '.join(arrays)}: name the examples x")
+        if name.endswith(".gz"):
+            return data_lib.read_idx(path).astype(np.float32) / 255.0
+    except data_lib.DataError as e:
+        raise InputError(str(e)) from None
+    except (OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path} is not a readable .npy file ({first})") from None
+    raise InputError(f"--input {path}: give a .npy, .npz or IDX .gz file")
+
+
+def write_predictions(run: Run, x, out: str | Path) -> torch.Tensor:
+    """One CSV row per example: index, predicted label, the probability of every class."""
+    probs = run.predict_proba(x).cpu()
+    k = probs.shape[1]
+    lines = ["index,label," + ",".join(f"p{c}" for c in range(k))]
+    for i, (row, label) in enumerate(zip(probs.tolist(), probs.argmax(-1).tolist(), strict=True)):
+        lines.append(f"{i},{label}," + ",".join(f"{p:.6g}" for p in row))
+    write_text(out, "\n".join(lines) + "\n")
+    return probs
+
+
+def evaluate_run(run: Run, split: str = "test", samples: int = 100, data_dir: str | None = None,
+                 max_images: int | None = None, seed: int = 0) -> dict:
+    """Every measurement of ``run`` on a split of its data, written to the run directory as
+    ``evaluation.json`` (``evaluation-SPLIT.json`` for another split than test) and figures
+    ``confusion_matrix.png`` and ``latent_pca.png``; returns what it wrote."""
+    if split not in ("train", "valid", "test"):
+        raise InputError(f"--split takes train, valid or test, got {split!r}")
+    started = time.perf_counter()
+    settings = run.settings
+    if settings.dataset == "array":
+        raise RunError(f"{run.directory} was trained on arrays in memory: evaluate it from "
+                       f"Python, with run.predict and run.log_marginal on your data")
+    data = data_lib.load(settings.dataset, data_dir or settings.data_dir, settings.seed)
+    part = getattr(data, split)
+    x, y = part.x, part.y
+    labelled = y >= 0
+    x, y = x[labelled], y[labelled]  # the training split may hold unlabelled examples
+    if max_images is not None:
+        x, y = x[:max_images], y[:max_images]
+    x = run.inputs(x, f"the {split} split of {settings.dataset}")
+    y = y.to(x.device)
+    k = run.num_classes
+    predicted = evaluate.predict(run.pair, x, settings.eval_batch_size).argmax(-1)
+    counts = torch.bincount(y * k + predicted, minlength=k * k).reshape(k, k).cpu()
+    per_class = (counts.diag() / counts.sum(1).clamp(min=1)).tolist()
+    result = {
+        "split": split, "images": len(x), "dataset": settings.dataset,
+        "model": settings.model, "inference": settings.inference,
+        "accuracy": float((predicted == y).float().mean()),
+        "per_class_accuracy": per_class, "confusion_matrix": counts.tolist(),
+    }
+    prefix = "" if split == "test" else f"-{split}"
+    out = prepare_output_dir(run.directory)
+    name = f"{settings.model} / {settings.inference}, {settings.dataset} {split}"
+    plots.confusion_matrix(counts, out / f"confusion_matrix{prefix}.png",
+                           f"{name}: accuracy {100 * result['accuracy']:.2f}%")
+    if run.has_decoder:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        scored = data_lib.binarize(x, g) if settings.binarize else x  # fixed by the seed
+        result["elbo_per_image"] = evaluate.elbo_per_image(
+            run.pair, scored, max(1, settings.eval_batch_size // 2), seed, run.exact_in_y)
+        log_px = evaluate.log_marginal(run.pair, scored, samples, run.exact_in_y, seed)
+        result.update(log_px_per_image=float(log_px.mean()), samples=samples,
+                      exact_in_y=run.exact_in_y, binarized=settings.binarize)
+        means = evaluate.latent_means(run.pair, x, y, settings.eval_batch_size)
+        plots.latent_scatter(evaluate.pca_2d(means), y, out / f"latent_pca{prefix}.png",
+                             f"means of q(z | x, y) of the {split} images, first two principal "
+                             f"axes: {name}")
+    result["seconds"] = time.perf_counter() - started
+    write_json(out / f"evaluation{prefix}.json", result)
+    return result
+
+
+def write_samples(run: Run, out: str | Path, y: int | None = None, n: int = 8,
+                  seed: int = 0) -> None:
+    """A PNG of samples: n of class ``y`` in a row, or a row of n for every class (the
+    same z in each column) when ``y`` is None."""
+    settings = run.settings
+    name = f"{settings.model} / {settings.inference}"
+    if y is None:
+        images = run.sample_grid(n, seed)
+        title = f"p(x | y, z), one row per class, the same z in each column: {name}"
+        rows = None
+    else:
+        images = run.sample(n, y, seed).reshape(1, n, -1)
+        title, rows = f"p(x | y = {y}, z), z ~ N(0, I): {name}", [str(y)]
+    plots.class_samples(images, out, title, run.shape, rows)
