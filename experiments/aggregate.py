@@ -228,7 +228,7 @@ def accuracy_figure(curves: dict[str, list[list[float]]], path: Path, dataset: s
         epochs = np.arange(1, len(mean) + 1)
         colour = colours[i % len(colours)]
         original = ORIGINAL.get(key) if dataset == "mnist" else None
-        label = f"{key} ({seeds} seeds)" + (
+        label = f"{key} ({seeds} seed{'s' if seeds != 1 else ''})" + (
             f"; original {100 * original[1]:.1f}" if original else "")
         ax.plot(epochs, mean, color=colour, marker="o" if len(mean) <= 10 else None,
                 markersize=3, label=label)
