@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +50,14 @@ from tqdm.auto import tqdm
 from ppl_ssvae import data as data_lib
 from ppl_ssvae import distributed, evaluate, plots
 from ppl_ssvae.batch import Batch
+from ppl_ssvae.budget import (
+    budget_summary,
+    evaluate_within_epoch,
+    evaluation_due,
+    over_time_limit,
+    record_evaluation,
+    timed,
+)
 from ppl_ssvae.checkpoint import (
     BEST_FILE,
     EpochProgress,
@@ -66,10 +73,10 @@ from ppl_ssvae.checkpoint import (
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
+from ppl_ssvae.progress import Progress
 from ppl_ssvae.registry import MODELS, build, resolve
 
 KL_SUBSET = 1000  # validation images used for the per-dimension KL
-LOG_EVERY_SECONDS = 60.0  # progress lines when stderr is not a terminal
 SKIPS_REPORTED = 10  # --on-nan skip: the first skips get a line on stderr, the rest a count
 
 
@@ -79,64 +86,6 @@ class TrainingError(RuntimeError):
 
 class NumericalFault(TrainingError):
     """A non-finite loss or gradient; the message names the step and the term."""
-
-
-class Progress:
-    """Progress on stderr, suited to where it goes: on a terminal a tqdm bar, redrawn
-    in place; elsewhere (a log file, ``nohup``, CI) a plain line at most every
-    ``every`` seconds and one per finished epoch, instead of a redraw per update.
-    ``enabled=False`` writes nothing but ``write``'s messages."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True,
-                 stream=None, every: float = LOG_EVERY_SECONDS, clock=time.monotonic):
-        self.stream = stream or sys.stderr
-        self.total, self.step, self.desc, self.enabled = total, initial, desc, enabled
-        self.every, self.clock = every, clock
-        self.postfix: dict[str, str] = {}
-        self.started = self.last = clock()
-        self.started_at = initial
-        terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                        desc=desc, file=self.stream) if terminal else None
-
-    def update(self, **postfix: str) -> None:
-        """One step taken; ``postfix``: the numbers to show (loss, accuracy ...)."""
-        self.step += 1
-        self.postfix.update(postfix)
-        if self.bar is not None:
-            self.bar.update()
-            if postfix:
-                self.bar.set_postfix(**postfix)
-        elif self.enabled and self.clock() - self.last >= self.every:
-            self._line()
-
-    def epoch_done(self, epoch: int, valid_accuracy: float) -> None:
-        if self.bar is None and self.enabled:
-            self._line(f"epoch {epoch} done, valid_acc={valid_accuracy:.4f}")
-
-    def stopped_in_epoch(self, epoch: int, fraction: float, valid_accuracy: float) -> None:
-        """--max-steps or --time-limit reached inside an epoch, which stays open."""
-        if self.bar is None and self.enabled:
-            self._line(f"stopped {fraction:.2f} into epoch {epoch}, valid_acc={valid_accuracy:.4f}")
-
-    def _line(self, extra: str = "") -> None:
-        self.last = now = self.clock()
-        rate = (self.step - self.started_at) / max(now - self.started, 1e-9)
-        fields = [f"{k}={v}" for k, v in self.postfix.items()] + ([extra] if extra else [])
-        print(f"{self.desc}: step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), "
-              f"{rate:.1f} steps/s" + "".join(f", {f}" for f in fields),
-              file=self.stream, flush=True)
-
-    def write(self, message: str) -> None:
-        """A message that must be seen, on its own line."""
-        if self.bar is not None:
-            self.bar.write(message, file=self.stream)
-        else:
-            print(message, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def seed_everything(seed: int) -> None:
@@ -396,58 +345,6 @@ def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state:
     state.in_epoch = None
     if distributed.is_main():  # the other ranks' rows and evaluations are never written
         record_evaluation(state, row["valid_accuracy"], state.epoch)
-
-
-# --------------------------------------------------------------------------- time budget
-
-@contextlib.contextmanager
-def timed(clock: dict) -> Iterator[None]:
-    """Add the CPU seconds of this process and the wall seconds spent inside to ``clock``."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    try:
-        yield
-    finally:
-        clock["cpu"] += time.process_time() - cpu
-        clock["wall"] += time.perf_counter() - wall
-
-
-def over_time_limit(settings: Settings, state: State) -> bool:
-    return settings.time_limit is not None and state.clock[settings.time_clock] >= settings.time_limit
-
-
-def evaluation_due(settings: Settings, state: State) -> bool:
-    """--eval-every-seconds have passed on --time-clock since the last measurement."""
-    if settings.eval_every_seconds is None:
-        return False
-    key = f"{settings.time_clock}_seconds"
-    last = state.evaluations[-1][key] if state.evaluations else 0.0
-    return state.clock[settings.time_clock] - last >= settings.eval_every_seconds
-
-
-def record_evaluation(state: State, valid_accuracy: float, epoch: float) -> None:
-    state.evaluations.append({"step": state.step, "epoch": epoch, "valid_accuracy": valid_accuracy,
-                              "cpu_seconds": state.clock["cpu"], "wall_seconds": state.clock["wall"]})
-
-
-def evaluate_within_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
-                          steps_per_epoch: int) -> None:
-    """Validation accuracy now, in the middle of an epoch: an evaluations.jsonl row only
-    (metrics.jsonl and the best-epoch record stay per epoch). It draws no random numbers,
-    so the run goes on exactly as it would have without it."""
-    accuracy = evaluate.accuracy(pair, data.valid.x, data.valid.y, settings.eval_batch_size)
-    record_evaluation(state, accuracy, state.epoch + state.in_epoch.position / steps_per_epoch)
-
-
-def budget_summary(settings: Settings, state: State, steps_per_epoch: int,
-                   out_of_time: bool) -> dict:
-    """What the summary says of time: why the run stopped, how far it went, in how long."""
-    stopped_by = ("time-limit" if out_of_time else
-                  "max-steps" if state.step < steps_per_epoch * settings.epochs else "epochs")
-    return {"stopped_by": stopped_by, "epochs_trained": state.step / steps_per_epoch,
-            "time_limit": settings.time_limit, "time_clock": settings.time_clock,
-            "train_cpu_seconds": state.clock["cpu"], "train_wall_seconds": state.clock["wall"],
-            "final_valid_accuracy": (state.evaluations[-1]["valid_accuracy"]
-                                     if state.evaluations else None)}
 
 
 def epoch_row(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State, epoch: int,

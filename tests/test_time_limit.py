@@ -18,6 +18,7 @@ import torch
 from clitools import assert_error, train_cli
 
 train_lib = importlib.import_module("ppl_ssvae.train")  # ppl_ssvae.train is also a function
+budget = importlib.import_module("ppl_ssvae.budget")  # the training clocks
 
 STEPS_PER_EPOCH = 10  # 2,000 synthetic images, batches of 200 (clitools.FAST)
 
@@ -37,7 +38,7 @@ class FakeTime:
 
 @pytest.fixture(autouse=True)
 def fake_clocks(monkeypatch):
-    monkeypatch.setattr(train_lib, "time", FakeTime())
+    monkeypatch.setattr(budget, "time", FakeTime())
 
 
 def train(capsys, out, *argv):

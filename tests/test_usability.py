@@ -16,7 +16,8 @@ from ppl_ssvae import Settings, bench, build, evaluate, plots
 from ppl_ssvae import data as data_lib
 from ppl_ssvae.checkpoint import BEST_FILE, load_weights
 from ppl_ssvae.cli import main
-from ppl_ssvae.train import Progress, train
+from ppl_ssvae.progress import Progress
+from ppl_ssvae.train import train
 
 TINY = ["--dataset", "synthetic", "--hidden", "16", "--z-dim", "2", "--batch-size", "50",
         "--labelled-batch-size", "10", "--eval-batch-size", "500", "--no-figures",

@@ -1,0 +1,68 @@
+"""Progress of a training run on stderr, suited to where it goes."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+LOG_EVERY_SECONDS = 60.0  # progress lines when stderr is not a terminal
+
+
+class Progress:
+    """Progress on stderr, suited to where it goes: on a terminal a tqdm bar, redrawn
+    in place; elsewhere (a log file, ``nohup``, CI) a plain line at most every
+    ``every`` seconds and one per finished epoch, instead of a redraw per update.
+    ``enabled=False`` writes nothing but ``write``'s messages."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True,
+                 stream=None, every: float = LOG_EVERY_SECONDS, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.total, self.step, self.desc, self.enabled = total, initial, desc, enabled
+        self.every, self.clock = every, clock
+        self.postfix: dict[str, str] = {}
+        self.started = self.last = clock()
+        self.started_at = initial
+        terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                        desc=desc, file=self.stream) if terminal else None
+
+    def update(self, **postfix: str) -> None:
+        """One step taken; ``postfix``: the numbers to show (loss, accuracy ...)."""
+        self.step += 1
+        self.postfix.update(postfix)
+        if self.bar is not None:
+            self.bar.update()
+            if postfix:
+                self.bar.set_postfix(**postfix)
+        elif self.enabled and self.clock() - self.last >= self.every:
+            self._line()
+
+    def epoch_done(self, epoch: int, valid_accuracy: float) -> None:
+        if self.bar is None and self.enabled:
+            self._line(f"epoch {epoch} done, valid_acc={valid_accuracy:.4f}")
+
+    def stopped_in_epoch(self, epoch: int, fraction: float, valid_accuracy: float) -> None:
+        """--max-steps or --time-limit reached inside an epoch, which stays open."""
+        if self.bar is None and self.enabled:
+            self._line(f"stopped {fraction:.2f} into epoch {epoch}, valid_acc={valid_accuracy:.4f}")
+
+    def _line(self, extra: str = "") -> None:
+        self.last = now = self.clock()
+        rate = (self.step - self.started_at) / max(now - self.started, 1e-9)
+        fields = [f"{k}={v}" for k, v in self.postfix.items()] + ([extra] if extra else [])
+        print(f"{self.desc}: step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), "
+              f"{rate:.1f} steps/s" + "".join(f", {f}" for f in fields),
+              file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        """A message that must be seen, on its own line."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
