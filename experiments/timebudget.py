@@ -264,8 +264,9 @@ def figure(panels: dict[str, tuple[dict, dict[str, list[dict]]]], budget: float,
                title=f"{dataset}: K = {panel['classes']}, {panel['labels']} labels")
         ax.grid(alpha=0.3, which="both")
         ax.legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Accuracy against training time, {budget:,.0f} s per run; dashed: the exact "
-                 f"sum's final accuracy", fontsize=10)
+    separator = "; " if len(panels) > 1 else "\n"  # one panel is too narrow for one line
+    fig.suptitle(f"Accuracy against training time, {budget:,.0f} s per run{separator}dashed: "
+                 f"the exact sum's final accuracy", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=150)
