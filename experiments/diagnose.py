@@ -54,7 +54,7 @@ def classifier_parameters(pair, x: torch.Tensor) -> list[torch.nn.Parameter]:
     """The parameters that the classifier's logits depend on."""
     params = [p for p in pair.guide.parameters() if p.requires_grad]
     with torch.enable_grad():
-        grads = torch.autograd.grad(pair.classify(x[:4]).sum(), params, allow_unused=True)
+        grads = torch.autograd.grad(pair.guide.classify(x[:4]).sum(), params, allow_unused=True)
     return [p for p, g in zip(params, grads, strict=True) if g is not None]
 
 
@@ -92,7 +92,7 @@ def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step:
     was = pair.training
     pair.eval()
     pair.zero_grad(set_to_none=True)
-    F.cross_entropy(pair.classify(valid_x[:1000]), valid_y[:1000]).backward()
+    F.cross_entropy(pair.guide.classify(valid_x[:1000]), valid_y[:1000]).backward()
     descent = -flat_grad(params)
     pair.train(was)
     # the unlabelled ELBO's gradient, draw after draw on one batch

@@ -5,13 +5,15 @@ copied from the aggregate's files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
 from experiments import compare, readme
-from experiments.aggregate import aggregate
+from experiments.aggregate import aggregate, epochs_to_reach
 
 # tiny networks on synthetic data: 2,000 training images, 4 steps an epoch
 TINY = {"dataset": "synthetic", "hidden": [16], "z_dim": 4, "batch_size": 500,
@@ -110,3 +112,39 @@ def test_readme_blocks_are_filled_from_their_files(tmp_path, capsys):
     assert readme.main([str(page)]) == 2
     assert "missing.md does not exist: run the comparison" in capsys.readouterr().err
     assert page.read_text() == "<!-- generated from missing.md -->\n<!-- end generated -->\n"
+
+
+def test_a_row_named_by_its_config_gives_model_inference_and_settings():
+    key, model, inference, settings = compare.resolve("m2-gumbel-cat-kl-s3")
+    assert (key, model, inference) == ("m2-gumbel-cat-kl-s3", "m2", "gumbel-cat-kl")
+    assert settings["temperature"] == pytest.approx(1 / 3) and "model" not in settings
+    assert compare.resolve("mlp/ml")[:3] == ("mlp/ml", "mlp", "ml")
+    assert compare.run_dir(Path("r"), "m2/enum", 2) == Path("r/runs/m2-enum/seed2")
+    with pytest.raises(argparse.ArgumentTypeError, match="MODEL/INFERENCE"):
+        compare.resolve("no-such-config")
+
+
+def test_epochs_to_reach_the_original_uses_the_mean_of_the_best_so_far():
+    # seed means of the best so far: 0.85, 0.90, 0.915 -> 0.90 first reached at epoch 2
+    curves = [[0.80, 0.92, 0.90], [0.90, 0.88, 0.93]]
+    assert epochs_to_reach(curves, 0.90) == 2
+    assert epochs_to_reach(curves, 0.95) is None
+
+
+def test_diagnose_records_what_the_unlabelled_term_does(tmp_path):
+    from experiments import diagnose
+
+    out = tmp_path / "diagnosis"
+    assert diagnose.main(["--row", "m2/score", "--dataset", "synthetic", "--steps", "4",
+                          "--every", "2", "--draws", "3", "--valid", "200",
+                          "--set", "hidden=[32]", "z_dim=4", "--out", str(out)]) == 0
+    rows = json.loads((out / "diagnosis.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    for r in rows:
+        assert -1 <= r["elbo_grad_cosine_with_heldout_descent"] <= 1
+        assert r["elbo_grad_relative_variance"] > 0  # a sampled y: the draws differ
+        assert len(r["kl_y"]) == 1 and r["kl_y"][0] >= -1e-6  # KL(q(y|x) || uniform)
+    assert (out / "diagnosis.png").exists()
+    figure = tmp_path / "both.png"
+    assert diagnose.main(["--compare", str(out), str(out), "--out", str(figure)]) == 0
+    assert figure.exists()
