@@ -189,8 +189,8 @@ def markdown(summary: dict, dataset: str = "mnist") -> str:
     partial = sorted((k for k in summary if summary[k].get("partial")),
                      key=lambda k: -summary[k]["best_valid_accuracy_mean"])
     if partial:
-        lines += ["", "Runs stopped by their time budget before the last epoch (validation only: "
-                  "no test accuracy is reported for a run that did not finish):", "",
+        lines += ["", "Runs not finished (running, or stopped before their last epoch; validation "
+                  "only: no test accuracy is reported for a run that did not finish):", "",
                   "| model / inference | best valid. % (mean ± std) | epochs reached | seeds "
                   "| s/epoch | original (valid., 300 epochs) |", "|---|---|---|---|---|---|"]
         for key in partial:
