@@ -99,7 +99,7 @@ MODELS: dict[str, ModelSpec] = {
     for spec in [
         ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
                   M2_INFERENCES, _m2, _m2_guide),
-        ModelSpec("logistic-normal-prior", "a ~ N(0, I_K), alpha = softmax(a), y ~ Cat(alpha), "
+        ModelSpec("logistic-normal-prior", "a ~ N(0, I_K / tau^2), alpha = softmax(a), y ~ Cat(alpha), "
                   "z ~ N(0, I), x ~ Bernoulli(f(alpha, z))", CONTINUOUS_INFERENCES,
                   _logistic_normal_prior, _logistic_normal_prior_guide),
         ModelSpec("dirichlet", "alpha ~ Dirichlet(--dirichlet-concentration), y ~ Cat(alpha), "
