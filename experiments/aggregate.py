@@ -117,6 +117,8 @@ def aggregate(results: Path, keys: list[str], seeds: list[int], dataset: str = "
             "test_elbo_mean": elbo_mean,
             "seeds": [s.get("seed") for s in sums],
             "epochs": min(s.get("epochs", 0) for s in sums),
+            "epochs_per_seed": [s.get("epochs", 0) for s in sums],
+            "stopped_by": [s.get("stopped_by", "epochs") for s in sums],
             "labels": sums[0].get("labels"),
             "wall_seconds": sum(sum(r["seconds"] for r in rows) for _, rows, _ in runs),
             "seconds_per_epoch": _mean_std([s.get("seconds_per_epoch") for s in sums])[0],
@@ -141,9 +143,11 @@ def aggregate(results: Path, keys: list[str], seeds: list[int], dataset: str = "
 
 def epochs_to_reach(curves: list[list[float]], target: float) -> int | None:
     """The first epoch at which the mean over seeds of the best validation accuracy so far
-    reaches ``target``; None if it never does."""
-    length = min(len(c) for c in curves)
-    best = np.maximum.accumulate(np.array([c[:length] for c in curves]), axis=1).mean(0)
+    reaches ``target``; None if it never does. A run that ended before the others keeps
+    its best (a run stopped on reaching the target stays at or above it)."""
+    length = max(len(c) for c in curves)
+    best = np.array([np.maximum.accumulate(c + [max(c)] * (length - len(c))) for c in curves])
+    best = best.mean(0)
     reached = np.nonzero(best >= target)[0]
     return int(reached[0]) + 1 if len(reached) else None
 
@@ -161,7 +165,16 @@ def _spread(row: dict, name: str) -> str:
 
 def _reached(row: dict) -> str:
     epochs = row.get("epochs_to_original")
-    return f"not in {row['epochs']}" if epochs is None else str(epochs)
+    if epochs is None:
+        return f"not in {max(row.get('epochs_per_seed') or [row['epochs']])}"
+    return str(epochs)
+
+
+def _epochs(row: dict) -> str:
+    """"30", or "12-30" where runs stopped on reaching the original's number."""
+    per_seed = row.get("epochs_per_seed") or [row["epochs"]]
+    low, high = min(per_seed), max(per_seed)
+    return str(high) if low == high else f"{low}-{high}"
 
 
 def markdown(summary: dict, dataset: str = "mnist") -> str:
@@ -182,10 +195,14 @@ def markdown(summary: dict, dataset: str = "mnist") -> str:
         lines.append(
             f"| {key} | {_spread(row, 'test_accuracy')} "
             f"| {_pct(row['best_valid_accuracy_mean'])} | {'n/a' if elbo is None else f'{elbo:.1f}'} "
-            f"| {len(row['seeds'])} | {row['epochs']} | {hours:.2f} h ({row.get('device', 'cpu')}) "
+            f"| {len(row['seeds'])} | {_epochs(row)} | {hours:.2f} h ({row.get('device', 'cpu')}) "
             f"| {f'{original[0]}: {100 * original[1]:.1f}' if original else ''} "
             f"| {_reached(row) if original else ''} "
             f"| {row['wall_seconds'] / 3600 / max(1, len(row['seeds'])):.2f} h |")
+    if any("accuracy" in summary[k].get("stopped_by", []) for k in finished):
+        lines += ["", "epochs: a range where a row's runs stopped at the end of the first epoch "
+                  "that reached the original's number (`--stop-at-original`); wall time: the "
+                  "sum over its runs."]
     partial = sorted((k for k in summary if summary[k].get("partial")),
                      key=lambda k: -summary[k]["best_valid_accuracy_mean"])
     if partial:
@@ -212,13 +229,18 @@ def markdown(summary: dict, dataset: str = "mnist") -> str:
 
 def accuracy_figure(curves: dict[str, list[list[float]]], path: Path, dataset: str = "mnist"
                     ) -> None:
-    """Validation accuracy per epoch, mean and a band of one std over seeds; the legend
-    lists the models in the order of their final accuracy, top to bottom."""
-    stats = {}
+    """Validation accuracy per epoch, mean and a band of one std over seeds (dashed where
+    some seeds had stopped); the legend lists the models in the order of their final
+    accuracy, top to bottom."""
+    stats, common = {}, {}
     for key, runs in curves.items():
-        length = min(len(r) for r in runs)
-        values = 100 * np.array([r[:length] for r in runs])
-        stats[key] = (values.mean(0), values.std(0), len(runs))
+        # at each epoch, the runs that reached it: a run stopped on reaching the original's
+        # number (--stop-at-original) ends early, and the curve goes on, dashed, with the others
+        length = max(len(r) for r in runs)
+        present = [np.array([100 * r[e] for r in runs if len(r) > e]) for e in range(length)]
+        stats[key] = (np.array([v.mean() for v in present]), np.array([v.std() for v in present]),
+                      len(runs))
+        common[key] = min(len(r) for r in runs)
     order = sorted(stats, key=lambda k: -stats[k][0][-1])
     colours = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
     many = len(order) > 4
@@ -230,8 +252,11 @@ def accuracy_figure(curves: dict[str, list[list[float]]], path: Path, dataset: s
         original = ORIGINAL.get(key) if dataset == "mnist" else None
         label = f"{key} ({seeds} seed{'s' if seeds != 1 else ''})" + (
             f"; original {100 * original[1]:.1f}" if original else "")
-        ax.plot(epochs, mean, color=colour, marker="o" if len(mean) <= 10 else None,
-                markersize=3, label=label)
+        every = common[key]  # epochs every seed reached
+        ax.plot(epochs[:every], mean[:every], color=colour,
+                marker="o" if len(mean) <= 10 else None, markersize=3, label=label)
+        if every < len(mean):
+            ax.plot(epochs[every - 1:], mean[every - 1:], color=colour, ls="--", lw=1)
         ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
         if original:  # the original's number (300 epochs), a tick at the right edge
             ax.plot([1.0], [100 * original[1]], marker="<", color=colour, markersize=8,

@@ -9,7 +9,10 @@ Each run is ``ppl-ssvae train`` with the model's config from
 ``experiments/configs/MODEL-INFERENCE.json`` (the settings that reached its best
 accuracy here), writing into ``RESULTS/runs/MODEL-INFERENCE/seedS``. A run whose
 ``summary.json`` records the requested epochs is not run again; an interrupted
-one resumes from its checkpoint (``--resume``). The aggregate goes to
+one resumes from its checkpoint (``--resume``). With ``--stop-at-original``, each
+row the original published (``aggregate.ORIGINAL``) stops at the end of the first
+epoch whose validation accuracy reaches the original's number (``--stop-at-accuracy``),
+and such a run counts as finished. The aggregate goes to
 ``RESULTS/summary.json``, ``RESULTS/results.md`` and ``RESULTS/figures/``.
 """
 
@@ -23,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from experiments.aggregate import aggregate
+from experiments.aggregate import ORIGINAL, aggregate
 from experiments.runs import train_command, worker_env
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -69,14 +72,27 @@ def run_dir(results: Path, key: str, seed: int) -> Path:
     return results / "runs" / key.replace("/", "-") / f"seed{seed}"
 
 
-def is_done(directory: Path, epochs: int) -> bool:
+def is_done(directory: Path, epochs: int, target: float | None = None) -> bool:
+    """Finished: its summary records the requested epochs, or (with a ``target``) that it
+    stopped on reaching that validation accuracy."""
     summary = directory / "summary.json"
     if not summary.exists():
         return False
     try:
-        return json.loads(summary.read_text()).get("epochs") == epochs
+        summary = json.loads(summary.read_text())
     except json.JSONDecodeError:
         return False
+    reached = (target is not None and summary.get("stopped_by") == "accuracy"
+               and summary.get("stop_at_accuracy") == target)
+    return summary.get("epochs") == epochs or reached
+
+
+def stop_target(row: tuple[str, str, str, dict], args: argparse.Namespace) -> float | None:
+    """The accuracy a row stops at: the original's number, with --stop-at-original."""
+    if not args.stop_at_original or (args.dataset or row[3].get("dataset", "mnist")) != "mnist":
+        return None  # the original's numbers are MNIST's
+    known = ORIGINAL.get(row[0])
+    return known[1] if known else None
 
 
 def command(row: tuple[str, str, str, dict], seed: int, args: argparse.Namespace, out: Path
@@ -85,6 +101,8 @@ def command(row: tuple[str, str, str, dict], seed: int, args: argparse.Namespace
     settings = {**config, "model": model, "inference": inference,
                 "seed": seed, "labels": args.labels, "epochs": args.epochs, "out": str(out),
                 "device": args.device}
+    if stop_target(row, args) is not None:
+        settings["stop_at_accuracy"] = stop_target(row, args)
     if args.data_dir:
         settings["data_dir"] = args.data_dir
     if args.dataset:
@@ -97,7 +115,7 @@ def run_one(job: tuple[tuple[str, str, str, dict], int], args: argparse.Namespac
     row, seed = job
     out = run_dir(args.results, row[0], seed)
     name = f"{row[0]} seed {seed}"
-    if is_done(out, args.epochs):
+    if is_done(out, args.epochs, stop_target(row, args)):
         print(f"[done already] {name}", flush=True)
         return name, 0, 0.0
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                         "results then go to experiments/results/DATASET (fashion for "
                         "fashion-mnist) unless --results says otherwise")
     parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--stop-at-original", action="store_true",
+                        help="stop each run of a row the original published once its validation "
+                        "accuracy reaches the original's number (MNIST only)")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="only rebuild the tables and figures from finished runs")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """The time budget of a training run: its training seconds on two clocks (the process's
 CPU time and the wall clock; evaluation, checkpoints and logs excluded), the stop at
-``--time-limit``, and the validation measurements of ``evaluations.jsonl``, at each
+``--time-limit`` or ``--stop-at-accuracy``, and the validation measurements of ``evaluations.jsonl``, at each
 epoch's end and every ``--eval-every-seconds`` within epochs."""
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ def over_time_limit(settings: Settings, state: State) -> bool:
     return settings.time_limit is not None and state.clock[settings.time_clock] >= settings.time_limit
 
 
+def reached_accuracy(settings: Settings, state: State) -> bool:
+    """--stop-at-accuracy: the best validation accuracy of a whole epoch has reached it."""
+    return (settings.stop_at_accuracy is not None
+            and state.best["valid_accuracy"] >= settings.stop_at_accuracy)
+
+
 def evaluation_due(settings: Settings, state: State) -> bool:
     """--eval-every-seconds have passed on --time-clock since the last measurement."""
     if settings.eval_every_seconds is None:
@@ -55,12 +61,13 @@ def evaluate_within_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Setting
 
 
 def budget_summary(settings: Settings, state: State, steps_per_epoch: int,
-                   out_of_time: bool) -> dict:
+                   out_of_time: bool, reached: bool = False) -> dict:
     """What the summary says of time: why the run stopped, how far it went, in how long."""
-    stopped_by = ("time-limit" if out_of_time else
+    stopped_by = ("time-limit" if out_of_time else "accuracy" if reached else
                   "max-steps" if state.step < steps_per_epoch * settings.epochs else "epochs")
     return {"stopped_by": stopped_by, "epochs_trained": state.step / steps_per_epoch,
-            "time_limit": settings.time_limit, "time_clock": settings.time_clock,
+            "time_limit": settings.time_limit, "stop_at_accuracy": settings.stop_at_accuracy,
+            "time_clock": settings.time_clock,
             "train_cpu_seconds": state.clock["cpu"], "train_wall_seconds": state.clock["wall"],
             "final_valid_accuracy": (state.evaluations[-1]["valid_accuracy"]
                                      if state.evaluations else None)}

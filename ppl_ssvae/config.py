@@ -132,6 +132,12 @@ class Settings:
         metadata={"help": "also measure validation accuracy every this many training seconds "
                   "(on --time-clock) within epochs; every measurement goes to evaluations.jsonl"},
     )
+    stop_at_accuracy: float | None = field(
+        default=None,
+        metadata={"help": "stop at the end of the first epoch whose validation accuracy reaches "
+                  "this fraction (e.g. 0.941), as a finished run: its summary says "
+                  "stopped_by: accuracy"},
+    )
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
@@ -206,6 +212,9 @@ def validate(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if value is not None and not value > 0:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if settings.stop_at_accuracy is not None and not 0.0 < settings.stop_at_accuracy <= 1.0:
+        raise SettingsError(f"--stop-at-accuracy is a fraction in (0, 1] (0.941 for 94.1%), got "
+                            f"{settings.stop_at_accuracy}")
     if settings.time_clock not in ("cpu", "wall"):
         raise SettingsError(f"--time-clock takes cpu or wall, got {settings.time_clock!r}")
     if settings.classifier_ramp_steps < 0:

@@ -55,6 +55,7 @@ from ppl_ssvae.budget import (
     evaluate_within_epoch,
     evaluation_due,
     over_time_limit,
+    reached_accuracy,
     record_evaluation,
     timed,
 )
@@ -206,9 +207,18 @@ def _train(settings: Settings, out: Path, device: torch.device,
     bar = Progress(total_steps, state.step, f"{settings.model}/{settings.inference}",
                    settings.progress and main)
 
-    out_of_time = False
+    out_of_time = reached = False
     try:
         while state.step < total_steps:
+            if state.in_epoch is None:  # --stop-at-accuracy: decided at epoch boundaries
+                # rank 0 alone evaluates: its record decides for every rank
+                reached = distributed.from_main(lambda: reached_accuracy(settings, state))
+                if reached:
+                    if main:
+                        bar.write(f"ppl-ssvae: validation accuracy {state.best['valid_accuracy']:.4f} "
+                                  f"(epoch {state.best['epoch']}) reached --stop-at-accuracy "
+                                  f"{settings.stop_at_accuracy}: stopping after epoch {state.epoch}")
+                    break
             if state.in_epoch is None:  # a new epoch; else one a checkpoint was taken in
                 state.in_epoch = EpochProgress(torch.randperm(len(data.train), generator=g))
             progress = state.in_epoch
@@ -287,7 +297,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
 
     def finish() -> dict:
         summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
-        summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time))
+        summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time, reached))
         write_json(out / "summary.json", summary)
         if settings.figures:
             write_figures(pair, data, settings, state, out)

@@ -148,3 +148,48 @@ def test_diagnose_records_what_the_unlabelled_term_does(tmp_path):
     figure = tmp_path / "both.png"
     assert diagnose.main(["--compare", str(out), str(out), "--out", str(figure)]) == 0
     assert figure.exists()
+
+
+def test_rows_stop_at_the_original_number_and_count_as_finished(tmp_path):
+    def namespace(*argv):
+        parser = argparse.Namespace(stop_at_original="--stop-at-original" in argv, dataset=None,
+                                    labels=100, epochs=30, device="cpu", data_dir=None)
+        return parser
+
+    gumbel = compare.resolve("m2-gumbel-cat-kl-s3")
+    args = namespace("--stop-at-original")
+    assert compare.stop_target(gumbel, args) == 0.941
+    assert "--stop-at-accuracy" in compare.command(gumbel, 1, args, tmp_path)
+    assert compare.stop_target(compare.resolve("adgm/enum"), args) is None  # no original row
+    assert compare.stop_target(gumbel, namespace()) is None
+    assert compare.stop_target(("x", "m2", "enum", {"dataset": "fashion-mnist"}), args) is None
+    assert "--stop-at-accuracy" not in compare.command(gumbel, 1, namespace(), tmp_path)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(
+        {"epochs": 12, "stopped_by": "accuracy", "stop_at_accuracy": 0.941}))
+    assert compare.is_done(run, 30, 0.941)
+    assert not compare.is_done(run, 30)  # without the target: go on to 30 epochs
+    assert not compare.is_done(run, 30, 0.95)
+
+
+def test_a_row_whose_runs_stopped_early_keeps_their_best(tmp_path):
+    for seed, accuracies in ((0, [0.80, 0.90, 0.93, 0.95]), (1, [0.88, 0.92])):
+        run = tmp_path / "runs" / "mlp-ml" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "valid_accuracy": a, "seconds": 1.0}) + "\n"
+            for i, a in enumerate(accuracies)))
+        (run / "summary.json").write_text(json.dumps({
+            "seed": seed, "epochs": len(accuracies), "test_accuracy": max(accuracies),
+            "best_valid_accuracy": max(accuracies),
+            "stopped_by": "epochs" if seed == 0 else "accuracy"}))
+    row = aggregate(tmp_path, ["mlp/ml"], [0, 1])["mlp/ml"]
+    assert row["epochs_per_seed"] == [4, 2] and row["stopped_by"] == ["epochs", "accuracy"]
+    # seed 1 keeps its 0.92 after it stopped: mean best so far 0.84, 0.91, 0.925, 0.935
+    assert row["epochs_to_original"] == 1  # the original MLP's 0.771, passed at epoch 1
+    assert epochs_to_reach([[0.80, 0.90, 0.93, 0.95], [0.88, 0.92]], 0.925) == 3
+    table = (tmp_path / "results.md").read_text()
+    assert "| 2 | 2-4 |" in table and "`--stop-at-original`" in table
+    assert (tmp_path / "figures" / "valid_accuracy.png").stat().st_size > 0

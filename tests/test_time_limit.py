@@ -1,7 +1,8 @@
 """--time-limit stops a run at a step boundary with its checkpoint and summary, --resume
 with a larger limit goes on, and the run ends exactly as one never stopped;
 --eval-every-seconds logs validation accuracy within epochs against training seconds,
-evaluation excluded, without changing what is trained.
+evaluation excluded, without changing what is trained; --stop-at-accuracy ends a run
+at the first epoch that reaches it, as a finished run that --resume can take further.
 
 The clocks are replaced by fakes that advance at each reading, so each step takes
 exactly 0.5 s of CPU time and 0.25 s of wall time here: the stopping points are
@@ -130,3 +131,32 @@ def test_the_wall_clock_can_be_the_budget(capsys, tmp_path):
 def test_bad_time_settings_are_refused_in_one_line(capsys, tmp_path, flag, value, message):
     code, err = train_cli(capsys, flag, value, "--out", str(tmp_path / "run"))
     assert_error(code, err, message)
+
+
+def test_a_run_stops_at_the_epoch_that_reaches_its_target_accuracy(capsys, tmp_path):
+    out = tmp_path / "run"
+    # 2,000 synthetic images of 2 well-separated classes: past 10% after the first epoch
+    code, err = train_cli(capsys, "--epochs", "4", "--seed", "1", "--out", str(out),
+                          "--stop-at-accuracy", "0.1", "--progress")
+    assert code == 0, err
+    assert "reached --stop-at-accuracy 0.1: stopping after epoch 1" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["stopped_by"], summary["epochs"], summary["steps"]) == ("accuracy", 1,
+                                                                            STEPS_PER_EPOCH)
+    assert summary["best_valid_accuracy"] >= 0.1 and summary["stop_at_accuracy"] == 0.1
+    assert summary["test_accuracy"] is not None  # a finished run: its test number is reported
+    assert len(read_rows(out / "metrics.jsonl")) == 1
+
+    # a higher target (or none) goes on from the checkpoint, as a run never stopped would
+    summary, _ = train(capsys, out, "--epochs", "4", "--resume")
+    assert (summary["stopped_by"], summary["epochs"]) == ("epochs", 4)
+    whole = tmp_path / "whole"
+    train(capsys, whole, "--epochs", "4")
+    for name, tensor in networks(whole).items():
+        assert torch.equal(tensor, networks(out)[name]), name
+
+
+def test_a_target_given_as_a_percentage_is_refused(capsys, tmp_path):
+    code, err = train_cli(capsys, "--stop-at-accuracy", "94.1", "--out", str(tmp_path / "bad"))
+    assert_error(code, err, "--stop-at-accuracy is a fraction in (0, 1]")
+    assert not (tmp_path / "bad").exists()
