@@ -19,7 +19,10 @@ fixed batches, records:
   above 1, a single draw is mostly noise), and the cosine between its mean and the
   gradient that *lowers* the cross-entropy of the true labels of held-out validation
   images (positive: the unlabelled term teaches the classifier the right classes;
-  negative: it teaches them away). The classifier term's gradient norm is beside it.
+  negative: it teaches them away). The classifier term's gradient norm is beside it;
+- for the logistic-normal prior, ``class_code``: what the class weights carry (the KL of
+  q(a|x) from the prior, the share of its mean's variance that lies between classes,
+  the entropy of alpha = softmax(a)).
 
 Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``;
 ``--compare DIR ... --out FIGURE.png`` draws several diagnoses in one figure.
@@ -74,10 +77,36 @@ def kl_of_classifier(pair, logits: torch.Tensor, x: torch.Tensor) -> list[float]
     scores = getattr(pair.guide, "scores", None)
     if scores is not None and hasattr(pair.model, "a_loc"):
         loc, scale = scores(x)
-        kl = 0.5 * (loc**2 + scale**2 - 1) - scale.log()
+        prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)  # N(0, s^2)
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
         return [float(v) for v in kl.mean(0)]
     log_q = logits.log_softmax(-1)
     return [float((log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(-1).mean())]
+
+
+def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
+    """What the class weights of a logistic-normal-prior pair encode, on images ``x`` of
+    classes ``y``: the KL of q(a|x) from the prior (per dimension and in all: the nats
+    that a carries; a class label needs at most log K), the share of the variance of
+    q(a|x)'s mean that lies between classes (1: a codes the class alone, 0: nothing of
+    it), and the entropy of alpha = softmax(a) at draws from q(a|x) (0 at a corner of the
+    simplex, log K at its centre)."""
+    with evaluation(pair), torch.no_grad():
+        loc, scale = pair.guide.scores(x)
+        prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
+        centred = loc - loc.mean(0)
+        between = sum(float(((loc[y == k].mean(0) - loc.mean(0)) ** 2).sum()) * int((y == k).sum())
+                      for k in y.unique().tolist())
+        a = loc + scale * torch.randn((draws, *loc.shape))
+        alpha = a.softmax(-1)
+        entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1)
+        return {"valid_accuracy": float((loc.argmax(-1) == y).float().mean()),
+                "kl_a_per_dim": [float(v) for v in kl.mean(0)], "kl_a": float(kl.sum(-1).mean()),
+                "class_share_of_variance": between / float((centred ** 2).sum()),
+                "alpha_entropy": float(entropy.mean()),
+                "alpha_top": float(alpha.max(-1).values.mean()),
+                "scale_mean": float(scale.mean()), "loc_norm": float(loc.norm(dim=-1).mean())}
 
 
 def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step: int) -> dict:
@@ -88,6 +117,8 @@ def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step:
         row["margin_valid"] = margin(logits_valid)
         row["margin_labelled"] = margin(pair.classify(labelled_x))
         row["kl_y"] = kl_of_classifier(pair, logits_valid, valid_x)
+    if hasattr(pair.model, "a_loc"):  # class weights with a logistic-normal prior
+        row["class_code"] = class_code(pair, valid_x, valid_y)
     # the direction that lowers held-out cross-entropy (eval mode: no dropout noise)
     was = pair.training
     pair.eval()

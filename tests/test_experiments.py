@@ -193,3 +193,38 @@ def test_a_row_whose_runs_stopped_early_keeps_their_best(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| 2 | 2-4 |" in table and "`--stop-at-original`" in table
     assert (tmp_path / "figures" / "valid_accuracy.png").stat().st_size > 0
+
+
+def test_class_code_measures_what_the_class_weights_carry():
+    import math
+
+    import torch
+
+    from experiments.diagnose import class_code
+    from ppl_ssvae.config import Settings
+    from ppl_ssvae.registry import build
+
+    pair = build(Settings(model="logistic-normal-prior", inference="reparam", temperature=1 / 3,
+                          hidden=(8,), z_dim=2, batch_norm=False), 3, 4)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loc = 20.0 * torch.nn.functional.one_hot(y, 3).float()
+
+    class Fixed(torch.nn.Module):  # q(a|x): N(20 * onehot(y), 0.5^2), whatever x is
+        def forward(self, x):
+            return loc, torch.full_like(loc, 0.5)
+
+    pair.guide.scores = Fixed()
+    code = class_code(pair, torch.rand(6, 4), y)
+    # KL(N(m, 0.5^2) || N(0, 3^2)) = log(3 / 0.5) + (0.25 + m^2) / 18 - 1/2, by hand
+    by_hand = [math.log(6) + (0.25 + m ** 2) / 18 - 0.5 for m in (0.0, 20.0)]
+    per_dim = (2 * by_hand[0] + by_hand[1]) / 3  # each dimension is 20 for a third of the images
+    assert code["kl_a_per_dim"] == pytest.approx([per_dim] * 3, rel=1e-5)
+    assert code["kl_a"] == pytest.approx(3 * per_dim, rel=1e-5)
+    assert code["class_share_of_variance"] == pytest.approx(1.0)  # the mean is the class alone
+    assert code["valid_accuracy"] == 1.0
+    assert code["alpha_entropy"] < 1e-3 and code["alpha_top"] > 0.999  # at the corners
+
+    shuffled = y[torch.tensor([1, 2, 0, 1, 2, 0])]  # labels the mean no longer follows
+    assert class_code(pair, torch.rand(6, 4), torch.tensor([0, 0, 0, 1, 1, 1]))[
+        "class_share_of_variance"] == pytest.approx(0.0, abs=1e-6)
+    assert class_code(pair, torch.rand(6, 4), shuffled)["valid_accuracy"] == 0.0
