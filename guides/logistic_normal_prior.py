@@ -17,6 +17,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ppl_ssvae.batch import Batch
 from ppl_ssvae.inference import ExactY
@@ -29,8 +30,9 @@ class LogisticNormalPriorGuide(nn.Module):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  batch_norm: bool = False, input_dropout: float = 0.0,
-                 y_family: ExactY | None = None):
+                 y_family: ExactY | None = None, labelled_one_hot: bool = False):
         super().__init__()
+        self.labelled_one_hot = labelled_one_hot  # q(z | x, e_y) for a labelled image
         self.num_classes, self.z_dim = num_classes, z_dim
         self.y_family = y_family or ExactY()  # nothing discrete to infer: unused
         self.scores = GaussianHead([x_dim], hidden, num_classes, activation=activation,
@@ -51,5 +53,8 @@ class LogisticNormalPriorGuide(nn.Module):
         for part in batch.in_plates():
             loc, scale = self.scores(part.x)
             a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
-            z_loc, z_scale = self.encode_z(part.x, a.softmax(-1))
+            weights = a.softmax(-1)
+            if part.y is not None and self.labelled_one_hot:
+                weights = F.one_hot(part.y, self.num_classes).to(weights.dtype)
+            z_loc, z_scale = self.encode_z(part.x, weights)
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))

@@ -14,6 +14,13 @@ it is unobserved, sum_y p(y | alpha) = 1 and it drops out of the likelihood
 exactly; where it is observed it contributes log alpha_{n, y_n}. So ``story``
 samples y only when it is given, and the latent a is reparameterised for
 labelled and unlabelled images alike.
+
+``labelled_one_hot`` (``--labelled-input one-hot``) is the original's variant: a
+labelled image is generated from its label's one-hot vector e_y in place of alpha,
+``x ~ Bernoulli(sigmoid(f_theta(z, e_y)))`` (and q(z | x, .) reads e_y), so that the
+decoder learns what each corner of the simplex draws; y then also enters through
+log alpha_y. Unlabelled images are as above: the decoder reads alpha, a relaxation of
+the one-hot y, as in M2's relaxed methods.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from torch.nn import functional as F
 
 from ppl_ssvae.inference import ExactY
 
@@ -37,8 +45,9 @@ class LogisticNormalPrior(M2):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  y_family: ExactY | None = None, scale: float = 1.0,
-                 likelihood: str = "bernoulli"):
+                 likelihood: str = "bernoulli", labelled_one_hot: bool = False):
         super().__init__(num_classes, z_dim, x_dim, hidden, activation, y_family, likelihood)
+        self.labelled_one_hot = labelled_one_hot
         self.register_buffer("a_loc", torch.zeros(num_classes))
         self.register_buffer("a_scale", torch.full((num_classes,), float(scale)))
 
@@ -48,4 +57,7 @@ class LogisticNormalPrior(M2):
         if y is not None:  # an unobserved leaf sums to 1: nothing to sample
             pyro.sample("y", dist.Categorical(logits=a), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        pyro.sample("x", self.likelihood(self.decoder(z, a.softmax(-1))), obs=x)
+        weights = a.softmax(-1)
+        if y is not None and self.labelled_one_hot:  # the original's labelled images
+            weights = F.one_hot(y, self.num_classes).to(weights.dtype)
+        pyro.sample("x", self.likelihood(self.decoder(z, weights)), obs=x)

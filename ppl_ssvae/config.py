@@ -81,6 +81,12 @@ class Settings:
     dirichlet_concentration: float = field(
         default=0.2, metadata={"help": "beta0 of the dirichlet model's prior alpha ~ Dirichlet(beta0)"}
     )
+    labelled_input: str = field(
+        default="weights",
+        metadata={"help": "logistic-normal-prior: what the decoder and q(z|x,.) read for a labelled "
+                  "image: weights (its class weights alpha = softmax(a), the model as written) "
+                  "or one-hot (its label's one-hot vector, as the original fed them)"},
+    )
     jit: bool = field(
         default=False,
         metadata={"help": "compile the ELBO with Pyro's JIT (JitTraceEnum_ELBO, JitTrace_ELBO): "
@@ -215,6 +221,8 @@ def validate(settings: Settings) -> Settings:
     if settings.stop_at_accuracy is not None and not 0.0 < settings.stop_at_accuracy <= 1.0:
         raise SettingsError(f"--stop-at-accuracy is a fraction in (0, 1] (0.941 for 94.1%), got "
                             f"{settings.stop_at_accuracy}")
+    if settings.labelled_input not in ("weights", "one-hot"):
+        raise SettingsError(f"--labelled-input takes weights or one-hot, got {settings.labelled_input!r}")
     if settings.time_clock not in ("cpu", "wall"):
         raise SettingsError(f"--time-clock takes cpu or wall, got {settings.time_clock!r}")
     if settings.classifier_ramp_steps < 0:

@@ -58,12 +58,14 @@ def _logistic_normal_prior(s: Settings, family: ExactY, k: int, d: int) -> nn.Mo
     # softmax(a / tau) with a ~ N(0, I) is softmax(a') with a' ~ N(0, I / tau^2): the
     # original's sharpening s = 1 / tau, written as the prior's scale
     return LogisticNormalPrior(k, s.z_dim, d, s.hidden, s.activation, family,
-                               scale=1.0 / s.temperature, likelihood=s.likelihood)
+                               scale=1.0 / s.temperature, likelihood=s.likelihood,
+                               labelled_one_hot=s.labelled_input == "one-hot")
 
 
 def _logistic_normal_prior_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return LogisticNormalPriorGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
-                                    s.input_dropout, family)
+                                    s.input_dropout, family,
+                                    labelled_one_hot=s.labelled_input == "one-hot")
 
 
 def _dirichlet(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:

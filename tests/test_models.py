@@ -72,13 +72,16 @@ def _dirichlet(log_alpha, c):
     return ((c - 1) * log_alpha).sum(-1) + torch.lgamma(c.sum(-1)) - torch.lgamma(c).sum(-1)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 1 / 3])
-def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature):
+@pytest.mark.parametrize("temperature, labelled_input", [(1.0, "weights"), (1 / 3, "weights"),
+                                                         (1 / 3, "one-hot")])
+def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature, labelled_input):
     """The unlabelled part: log N(a; 0, I / tau^2) + log N(z) + log p(x | z, softmax(a))
-    - log q; the labelled part adds log softmax(a)_y; each scaled by N / B. The noise
-    is drawn in the guide's order: a then z, unlabelled then labelled."""
+    - log q; the labelled part adds log softmax(a)_y, and with ``--labelled-input
+    one-hot`` reads e_y in place of softmax(a) in p(x | z, .) and q(z | x, .); each
+    scaled by N / B. The noise is drawn in the guide's order: a then z, unlabelled then
+    labelled."""
     pair, _ = small_pair(model="logistic-normal-prior", inference="reparam",
-                         temperature=temperature)
+                         temperature=temperature, labelled_input=labelled_input)
     batch = make_batch(tiny)
     model, guide = pair.model, pair.guide
     pyro.set_rng_seed(11)
@@ -90,6 +93,8 @@ def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature):
             loc, scale = guide.scores(x)
             a = loc + scale * torch.randn(len(x), 10)
             alpha = a.softmax(-1)
+            if y is not None and labelled_input == "one-hot":
+                alpha = F.one_hot(y, 10).float()
             z_loc, z_scale = guide.encode_z(x, alpha)
             z = z_loc + z_scale * torch.randn(len(x), model.z_dim)
             elbo = (_normal(a, torch.zeros(10), torch.ones(10) / temperature)
