@@ -194,12 +194,32 @@ def compare(directories: list[Path], path: Path, title: str) -> None:
     figure(runs, path, title)
 
 
+def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
+    """class_code of each run at its best-validation and its last weights."""
+    from ppl_ssvae.run import load_run
+
+    data = data_lib.load(dataset, None, 0)
+    x, y = data.valid.x[:valid], data.valid.y[:valid]
+    measured = {}
+    for run in runs:
+        for which in ("best", "last"):
+            loaded = load_run(run, which=which)
+            torch.manual_seed(0)
+            epoch = (json.loads((run / "summary.json").read_text()).get("best_epoch")
+                     if which == "best" else None)
+            measured[f"{run} ({which})"] = {"epoch": epoch, **class_code(loaded.pair, x, y)}
+    return measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.diagnose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", nargs="+", type=Path, default=None, metavar="DIR",
                         help="only draw the diagnoses in these directories into one figure, "
                         "--out (a .png)")
+    parser.add_argument("--code", nargs="+", type=Path, default=None, metavar="RUN",
+                        help="only measure class_code on trained logistic-normal-prior runs, at "
+                        "their best-validation and last weights, into --out (a .json)")
     parser.add_argument("--title", default="", help="the --compare figure's title")
     parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")
@@ -217,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         compare(args.compare, args.out, args.title)
         print(f"wrote {args.out}")
         return 0
+    if args.code:
+        write_json(args.out, code_of_runs(args.code, args.valid, args.dataset))
+        print(f"wrote {args.out}")
+        return 0
     if not args.row:
-        parser.error("--row is required (or --compare)")
+        parser.error("--row is required (or --compare, or --code)")
 
     key, model, inference, config = resolve(args.row)
     changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
