@@ -38,6 +38,8 @@ ORIGINAL = {
     "m2-logistic-normal-cat-kl-s1": ("LogisticNormalM2 (s = 1)", 0.897),
     "m2-logistic-normal-cat-kl-s3": ("LogisticNormalM2 (s = 3)", 0.939),
     "logistic-normal-prior-s3": ("LogisticNormal", 0.923),  # the prior's scale 3: see README
+    # and the original's labelled images, generated from their one-hot label
+    "logistic-normal-prior-s3-onehot": ("LogisticNormal", 0.923),
     "dirichlet/reparam": ("LogGamma", 0.874),
     "mlp/ml": ("MLP", 0.771),
 }
