@@ -160,6 +160,10 @@ PANELS = [  # (title, y of a row, log scale)
 ]
 
 
+CODE_PANEL = ("mean scale of q(a | x)\n(the prior's: 1 / temperature)",
+              lambda r: r["class_code"]["scale_mean"] if "class_code" in r else math.nan, False)
+
+
 def noise(row: dict) -> float:
     """The root-mean-square deviation of one draw of the unlabelled ELBO's gradient from
     its mean: sqrt(relative variance) x the mean's norm."""
@@ -167,13 +171,15 @@ def noise(row: dict) -> float:
 
 
 def figure(runs: dict[str, list[dict]], path: Path, title: str) -> None:
-    """One panel per measurement, one line per run."""
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.8))
+    """One panel per measurement, one line per run; with the logistic-normal prior, a
+    panel for the scale of q(a | x)."""
+    panels = PANELS + [CODE_PANEL] * any("class_code" in r for rows in runs.values() for r in rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8))
     for name, rows in runs.items():
         steps = [r["step"] for r in rows]
-        for ax, (_, value, _) in zip(axes, PANELS, strict=True):
+        for ax, (_, value, _) in zip(axes, panels, strict=True):
             ax.plot(steps, [value(r) for r in rows], marker="o", ms=3, label=name)
-    for ax, (panel, _, log) in zip(axes, PANELS, strict=True):
+    for ax, (panel, _, log) in zip(axes, panels, strict=True):
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("step")
         if log:
