@@ -213,7 +213,8 @@ def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
             torch.manual_seed(0)
             epoch = (json.loads((run / "summary.json").read_text()).get("best_epoch")
                      if which == "best" else None)
-            measured[f"{run} ({which})"] = {"epoch": epoch, **class_code(loaded.pair, x, y)}
+            measured[f"{run.parent.name}/{run.name} ({which})"] = {
+                "epoch": epoch, **class_code(loaded.pair, x, y)}
     return measured
 
 
