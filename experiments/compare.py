@@ -101,8 +101,9 @@ def command(row: tuple[str, str, str, dict], seed: int, args: argparse.Namespace
     settings = {**config, "model": model, "inference": inference,
                 "seed": seed, "labels": args.labels, "epochs": args.epochs, "out": str(out),
                 "device": args.device}
-    if stop_target(row, args) is not None:
-        settings["stop_at_accuracy"] = stop_target(row, args)
+    target = stop_target(row, args)
+    if target is not None:
+        settings["stop_at_accuracy"] = target
     if args.data_dir:
         settings["data_dir"] = args.data_dir
     if args.dataset:

@@ -76,12 +76,15 @@ def kl_of_classifier(pair, logits: torch.Tensor, x: torch.Tensor) -> list[float]
     logistic-normal prior (a Gaussian), else KL(q(y|x) || Cat(1/K)) as one number."""
     scores = getattr(pair.guide, "scores", None)
     if scores is not None and hasattr(pair.model, "a_loc"):
-        loc, scale = scores(x)
-        prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)  # N(0, s^2)
-        kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
-        return [float(v) for v in kl.mean(0)]
+        return [float(v) for v in kl_from_prior(pair, *scores(x)).mean(0)]
     log_q = logits.log_softmax(-1)
     return [float((log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum(-1).mean())]
+
+
+def kl_from_prior(pair, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, scale^2) || p(a)) per dimension, p(a) the model's own N(0, s^2 I)."""
+    prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)
+    return torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
 
 
 def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
@@ -93,8 +96,7 @@ def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
     simplex, log K at its centre)."""
     with evaluation(pair), torch.no_grad():
         loc, scale = pair.guide.scores(x)
-        prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)
-        kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
+        kl = kl_from_prior(pair, loc, scale)
         centred = loc - loc.mean(0)
         between = sum(float(((loc[y == k].mean(0) - loc.mean(0)) ** 2).sum()) * int((y == k).sum())
                       for k in y.unique().tolist())

@@ -17,10 +17,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ppl_ssvae.batch import Batch
 from ppl_ssvae.inference import ExactY
+from ppl_ssvae.models.logistic_normal_prior import class_input
 from ppl_ssvae.nets import GaussianHead
 
 
@@ -53,8 +53,5 @@ class LogisticNormalPriorGuide(nn.Module):
         for part in batch.in_plates():
             loc, scale = self.scores(part.x)
             a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
-            weights = a.softmax(-1)
-            if part.y is not None and self.labelled_one_hot:
-                weights = F.one_hot(part.y, self.num_classes).to(weights.dtype)
-            z_loc, z_scale = self.encode_z(part.x, weights)
+            z_loc, z_scale = self.encode_z(part.x, class_input(a, part.y, self.labelled_one_hot))
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))

@@ -37,6 +37,14 @@ from ppl_ssvae.inference import ExactY
 from .m2 import M2
 
 
+def class_input(a: torch.Tensor, y: torch.Tensor | None, one_hot: bool) -> torch.Tensor:
+    """What the decoder and q(z | x, .) read: alpha = softmax(a), or, for a labelled
+    image with ``one_hot`` (the original's feed), its label's one-hot vector."""
+    if y is not None and one_hot:
+        return F.one_hot(y, a.shape[-1]).to(a.dtype)
+    return a.softmax(-1)
+
+
 class LogisticNormalPrior(M2):
     """M2 with class weights between y and the image: the decoder (M2's) reads
     alpha = softmax(a) where M2's reads the one-hot y; ``forward`` and ``decode``
@@ -57,7 +65,5 @@ class LogisticNormalPrior(M2):
         if y is not None:  # an unobserved leaf sums to 1: nothing to sample
             pyro.sample("y", dist.Categorical(logits=a), obs=y)
         z = pyro.sample("z", dist.Normal(self.z_loc, self.z_scale).to_event(1))
-        weights = a.softmax(-1)
-        if y is not None and self.labelled_one_hot:  # the original's labelled images
-            weights = F.one_hot(y, self.num_classes).to(weights.dtype)
+        weights = class_input(a, y, self.labelled_one_hot)
         pyro.sample("x", self.likelihood(self.decoder(z, weights)), obs=x)
