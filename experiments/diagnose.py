@@ -22,7 +22,9 @@ fixed batches, records:
   negative: it teaches them away). The classifier term's gradient norm is beside it;
 - for the logistic-normal prior, ``class_code``: what the class weights carry (the KL of
   q(a|x) from the prior, the share of its mean's variance that lies between classes,
-  the entropy of alpha = softmax(a)).
+  the entropy of alpha = softmax(a)), and for every model ``where_the_class_is``: how
+  much the decoder's picture depends on the class, and how much of the class a linear
+  probe reads from q(z|x, .).
 
 Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``;
 ``--compare DIR ... --out FIGURE.png`` draws several diagnoses in one figure.
@@ -87,13 +89,28 @@ def kl_from_prior(pair, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
 
 
+def where_the_class_is(pair, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Where a trained M2-family pair keeps the class of images ``x`` (classes ``y``):
+    ``valid_accuracy``, its classifier's; ``decoder_class_share``, how much the decoder's
+    picture depends on the class it is given (0: not at all); ``z_probe_accuracy``, how
+    much of the class a linear read of q(z | x, .)'s mean recovers, the encoder given the
+    classifier's soft prediction (high while the decoder ignores the class: z carries it)."""
+    with evaluation(pair), torch.no_grad():
+        logits = pair.guide.classify(x)
+        z_loc, _ = pair.guide.encode_z(x, logits.softmax(-1))
+        return {"valid_accuracy": float((logits.argmax(-1) == y).float().mean()),
+                "decoder_class_share": decoder_class_share(pair.model),
+                "z_probe_accuracy": linear_probe(z_loc, y)}
+
+
 def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
     """What the class weights of a logistic-normal-prior pair encode, on images ``x`` of
-    classes ``y``: the KL of q(a|x) from the prior (per dimension and in all: the nats
-    that a carries; a class label needs at most log K), the share of the variance of
-    q(a|x)'s mean that lies between classes (1: a codes the class alone, 0: nothing of
-    it), and the entropy of alpha = softmax(a) at draws from q(a|x) (0 at a corner of the
-    simplex, log K at its centre)."""
+    classes ``y``: ``where_the_class_is``, and the KL of q(a|x) from the prior (per
+    dimension and in all: the nats that a carries; a class label needs at most log K),
+    the share of the variance of q(a|x)'s mean that lies between classes (1: a codes the
+    class alone, 0: nothing of it), and the entropy of alpha = softmax(a) at draws from
+    q(a|x) (0 at a corner of the simplex, log K at its centre)."""
+    where = where_the_class_is(pair, x, y)
     with evaluation(pair), torch.no_grad():
         loc, scale = pair.guide.scores(x)
         kl = kl_from_prior(pair, loc, scale)
@@ -103,12 +120,51 @@ def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
         a = loc + scale * torch.randn((draws, *loc.shape))
         alpha = a.softmax(-1)
         entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1)
-        return {"valid_accuracy": float((loc.argmax(-1) == y).float().mean()),
+        return {**where,
                 "kl_a_per_dim": [float(v) for v in kl.mean(0)], "kl_a": float(kl.sum(-1).mean()),
                 "class_share_of_variance": between / float((centred ** 2).sum()),
                 "alpha_entropy": float(entropy.mean()),
                 "alpha_top": float(alpha.max(-1).values.mean()),
                 "scale_mean": float(scale.mean()), "loc_norm": float(loc.norm(dim=-1).mean())}
+
+
+def decoder_class_share(model, n: int = 200, seed: int = 0) -> float:
+    """How much the decoder's picture depends on the class it is given: for ``n`` draws
+    z ~ N(0, I) decoded at each of the K corners e_k of the simplex, the share of the
+    pixel means' variance that lies between the K pictures of one z (1: the class alone
+    draws the image, 0: the decoder ignores it and z carries everything)."""
+    g = torch.Generator().manual_seed(seed)
+    k = model.num_classes
+    z = torch.randn((n, model.z_dim), generator=g).to(model.z_loc)
+    corners = torch.eye(k).to(model.z_loc)
+    with torch.no_grad():
+        means = model.decode(z.repeat_interleave(k, 0), corners.repeat(n, 1)).reshape(n, k, -1)
+    between = ((means - means.mean(1, keepdim=True)) ** 2).sum()
+    return float(between / ((means - means.mean((0, 1))) ** 2).sum())
+
+
+def linear_probe(features: torch.Tensor, y: torch.Tensor, steps: int = 200) -> float:
+    """The held-out accuracy of a multinomial logistic regression of ``y`` on
+    ``features``: fit on the first half (standardised, a little L2), scored on the
+    second; how much of the class a code carries, read linearly."""
+    half = len(y) // 2
+    mean, std = features[:half].mean(0), features[:half].std(0).clamp_min(1e-6)
+    f = (features - mean) / std
+    k = int(y.max()) + 1
+    weight = torch.zeros((f.shape[1], k), requires_grad=True)
+    bias = torch.zeros(k, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(f[:half] @ weight + bias, y[:half]) + 1e-3 * (weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return float(((f[half:] @ weight + bias).argmax(-1) == y[half:]).float().mean())
 
 
 def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step: int) -> dict:
@@ -203,20 +259,23 @@ def compare(directories: list[Path], path: Path, title: str) -> None:
 
 
 def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
-    """class_code of each run at its best-validation and its last weights."""
+    """where_the_class_is (class_code for the logistic-normal prior) of each run at its
+    best-validation and its last weights."""
     from ppl_ssvae.run import load_run
 
     data = data_lib.load(dataset, None, 0)
     x, y = data.valid.x[:valid], data.valid.y[:valid]
     measured = {}
     for run in runs:
-        for which in ("best", "last"):
+        kept = ("best", "last") if (run / "best.pt").is_file() else ("last",)  # older runs
+        for which in kept:
             loaded = load_run(run, which=which)
             torch.manual_seed(0)
-            epoch = (json.loads((run / "summary.json").read_text()).get("best_epoch")
-                     if which == "best" else None)
+            summary = json.loads((run / "summary.json").read_text())
+            epoch = summary.get("best_epoch" if which == "best" else "epochs_trained")
+            code = class_code if hasattr(loaded.pair.guide, "scores") else where_the_class_is
             measured[f"{run.parent.name}/{run.name} ({which})"] = {
-                "epoch": epoch, **class_code(loaded.pair, x, y)}
+                "epoch": epoch, **code(loaded.pair, x, y)}
     return measured
 
 
@@ -227,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only draw the diagnoses in these directories into one figure, "
                         "--out (a .png)")
     parser.add_argument("--code", nargs="+", type=Path, default=None, metavar="RUN",
-                        help="only measure class_code on trained logistic-normal-prior runs, at "
-                        "their best-validation and last weights, into --out (a .json)")
+                        help="only measure where trained runs keep the class (class_code for "
+                        "the logistic-normal prior), at their best-validation and last weights, "
+                        "into --out (a .json)")
     parser.add_argument("--title", default="", help="the --compare figure's title")
     parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")
@@ -247,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.code:
-        write_json(args.out, code_of_runs(args.code, args.valid, args.dataset))
+        from ppl_ssvae.run import RunError
+
+        try:
+            measured = code_of_runs(args.code, args.valid, args.dataset)
+        except RunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        write_json(args.out, measured)
         print(f"wrote {args.out}")
         return 0
     if not args.row:

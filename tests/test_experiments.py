@@ -228,3 +228,48 @@ def test_class_code_measures_what_the_class_weights_carry():
     assert class_code(pair, torch.rand(6, 4), torch.tensor([0, 0, 0, 1, 1, 1]))[
         "class_share_of_variance"] == pytest.approx(0.0, abs=1e-6)
     assert class_code(pair, torch.rand(6, 4), shuffled)["valid_accuracy"] == 0.0
+
+
+def test_decoder_class_share_is_the_part_of_the_picture_the_class_draws():
+    import torch
+
+    from experiments.diagnose import decoder_class_share
+    from ppl_ssvae.config import Settings
+    from ppl_ssvae.registry import build
+
+    model = build(Settings(model="m2", inference="enum", hidden=(8,), z_dim=2), 3, 4).model
+    torch.manual_seed(0)
+    w_z, w_y = torch.randn(2, 4), torch.randn(3, 4)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, from_z: float, from_y: float):
+            super().__init__()
+            self.from_z, self.from_y = from_z, from_y
+
+        def forward(self, z, y):
+            return self.from_z * z @ w_z + self.from_y * y @ w_y
+
+    model.decoder = Decoder(1.0, 0.0)  # the class changes nothing
+    assert decoder_class_share(model, n=50) == pytest.approx(0.0, abs=1e-6)
+    model.decoder = Decoder(0.0, 1.0)  # z changes nothing
+    assert decoder_class_share(model, n=50) == pytest.approx(1.0)
+    model.decoder = Decoder(1.0, 1.0)
+    # by hand: pixel means sigmoid(z W_z + e_k W_y) at the same z ~ N(0, I) draws
+    z = torch.randn((50, 2), generator=torch.Generator().manual_seed(0))
+    means = torch.sigmoid(z[:, None, :] @ w_z + torch.eye(3)[None] @ w_y)  # (50, 3, 4)
+    between = ((means - means.mean(1, keepdim=True)) ** 2).sum()
+    total = ((means - means.reshape(-1, 4).mean(0)) ** 2).sum()
+    assert decoder_class_share(model, n=50) == pytest.approx(float(between / total), rel=1e-5)
+
+
+def test_linear_probe_reads_the_class_only_where_the_code_has_it():
+    import torch
+
+    from experiments.diagnose import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (400,), generator=g)
+    coded = torch.nn.functional.one_hot(y, 4).float() + 0.1 * torch.randn((400, 4), generator=g)
+    assert linear_probe(torch.cat([coded, torch.randn((400, 3), generator=g)], 1), y) == 1.0
+    noise = torch.randn((400, 7), generator=g)  # no class in it: about 1 in 4 right
+    assert linear_probe(noise, y) < 0.4
