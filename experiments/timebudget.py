@@ -128,9 +128,12 @@ def load_runs(results: Path, dataset: str, key: str, seeds: list[int], clock: st
 
 
 def accuracy_at(run: dict, t: float) -> float | None:
-    """The last measurement at or before ``t`` seconds."""
+    """The last measurement at or before ``t`` seconds; None before the first, or past
+    the last of a run that has not finished (it has not got there yet)."""
     taken = run["seconds"] <= t
-    return float(run["accuracy"][taken][-1]) if taken.any() else None
+    if not taken.any() or (run["summary"] is None and t > run["seconds"][-1]):
+        return None
+    return float(run["accuracy"][taken][-1])
 
 
 def seconds_to(run: dict, target: float) -> float | None:
@@ -207,10 +210,16 @@ def _seconds(entry: dict, share: int, runs: int) -> str:
     return f"not reached ({entry[f'reached_{share}']}/{runs})"
 
 
+def _seeds(present: list[int], asked: list[int]) -> str:
+    """The seeds a row's means are over, with how many were asked for if some are missing."""
+    listed = ", ".join(str(s) for s in present)
+    return listed if len(present) == len(asked) else f"{listed} ({len(present)} of {len(asked)})"
+
+
 def table(summary: dict) -> str:
     head = ("| K | method | valid. % at 1/8 | 1/4 | 1/2 | all of the budget | s to 90% of exact | "
-            "s to 100% of exact | step ms | epochs |")
-    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "s to 100% of exact | step ms | epochs | seeds |")
+    lines = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for panel in summary["panels"].values():
         for key, m in panel["methods"].items():
             at, n = m["accuracy_at"], len(m["seeds"])
@@ -219,13 +228,13 @@ def table(summary: dict) -> str:
             lines.append(f"| {panel['classes']} | {key}{'' if m['complete'] else ' (running)'} | "
                          f"{_pct(at['0.125'])} | {_pct(at['0.25'])} | {_pct(at['0.5'])} | "
                          f"{_pct(at['1.0'])} | {_seconds(m, 90, n)} | {_seconds(m, 100, n)} | "
-                         f"{step} | {epochs} |")
+                         f"{step} | {epochs} | {_seeds(m['seeds'], summary['seeds'])} |")
     data = "; ".join(f"{name}, {p['classes']} classes, {p['labels']} labels"
                      for name, p in summary["panels"].items())
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines += ["", f"Budget: {summary['budget']:,.0f} s of training per run ({summary['clock']} "
-              f"time, one thread, evaluation excluded). Validation accuracy, mean over seeds "
-              f"{seeds}; exact = m2/enum's final accuracy; step ms: CPU milliseconds per "
+              f"time, one thread, evaluation excluded). Validation accuracy, mean over the seeds "
+              f"of each row (of {seeds}); exact = m2/enum's final accuracy; step ms: CPU milliseconds per "
               f"training step. Data: {data}."]
     verdicts = [line for panel in summary["panels"].values() for line in panel["targets"]]
     if verdicts:

@@ -54,13 +54,16 @@ def test_the_aggregate_reads_the_curves(tmp_path):
     assert "ends at 68.0%, +8.0 points from the exact sum: the target of at least" in verdicts
 
     table = (tmp_path / "results.md").read_text()
-    assert "| 100 | m2/gumbel-cat-kl | 58.5 | 63.0 | 63.0 | 68.0 | 10 | 15 | 100.0 | 0.5 |" in table
+    assert ("| 100 | m2/gumbel-cat-kl | 58.5 | 63.0 | 63.0 | 68.0 | 10 | 15 | 100.0 | 0.5 "
+            "| 0, 1 |") in table
     assert ("| 100 | m2/enum | 10.0 | 10.0 | 30.0 | 60.0 | not reached (1/2) | not reached (1/2) "
             "| 2,000.0 |") in table
     assert "| 10 | m2/enum |" in table
     assert (tmp_path / "figures" / "accuracy_vs_time.png").stat().st_size > 0
     wall = timebudget.aggregate(tmp_path, datasets, keys, [0, 1], 160.0, "wall")
     assert wall["panels"]["mnist"]["methods"]["m2/enum"]["accuracy_at"]["0.125"] == 0.8  # at 20 s
+    timebudget.aggregate(tmp_path, datasets, keys, [0, 1, 2], 80.0)  # a seed not run yet
+    assert "| 0.5 | 0, 1 (2 of 3) |" in (tmp_path / "results.md").read_text()
 
     page = tmp_path / "README.md"
     page.write_text("<!-- generated from results.md -->\n<!-- end generated -->\n")
@@ -100,3 +103,14 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
     assert "unknown dataset 'nothing'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         timebudget.main(["--budget", "1", "--datasets", "mnist"])
+
+
+def test_a_running_run_has_no_accuracy_past_where_it_got():
+    import numpy as np
+
+    running = {"seed": 0, "summary": None, "seconds": np.array([10.0, 20.0]),
+               "accuracy": np.array([0.3, 0.4])}
+    assert timebudget.accuracy_at(running, 20.0) == 0.4
+    assert timebudget.accuracy_at(running, 40.0) is None  # it has not got there yet
+    assert timebudget.accuracy_at({**running, "summary": {}}, 40.0) == 0.4  # it stopped there
+    assert timebudget.accuracy_at(running, 5.0) is None
