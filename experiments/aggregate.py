@@ -40,6 +40,8 @@ ORIGINAL = {
     "logistic-normal-prior-s3": ("LogisticNormal", 0.923),  # the prior's scale 3: see README
     # and the original's labelled images, generated from their one-hot label
     "logistic-normal-prior-s3-onehot": ("LogisticNormal", 0.923),
+    # and the original's weight on the labelled set's ELBO (--labelled-weight 500)
+    "logistic-normal-prior-s3-onehot-lw500": ("LogisticNormal", 0.923),
     "dirichlet/reparam": ("LogGamma", 0.874),
     "mlp/ml": ("MLP", 0.771),
 }

@@ -3,11 +3,13 @@ the sets they were drawn from, so that plates can scale them to the full data.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.contrib.autoname import scope
 from torch.nn import functional as F
 
@@ -24,6 +26,7 @@ class Part:
     y: torch.Tensor | None
     size: int
     index: torch.Tensor | None
+    weight: float = 1.0  # a multiplier of this set's terms, beyond the plate's N / B
 
     def plate(self) -> pyro.plate:
         """The plate over this part; its scale ``size / len(x)`` makes the batch an
@@ -42,7 +45,8 @@ class Batch:
 
     ``n_u`` and ``n_l`` are the sizes of the sets the batch stands for (default: the
     batch itself); ``idx_u`` and ``idx_l`` the indices drawn, if known. Either part
-    may be absent.
+    may be absent. ``labelled_weight`` multiplies every term of the labelled part
+    (``--labelled-weight``); the classifier's term is the objective's, not scaled.
     """
 
     x_u: torch.Tensor | None = None
@@ -52,6 +56,7 @@ class Batch:
     n_l: int | None = None
     idx_u: torch.Tensor | None = None
     idx_l: torch.Tensor | None = None
+    labelled_weight: float = 1.0
 
     def __post_init__(self):
         if (self.x_l is None) != (self.y_l is None):
@@ -63,7 +68,8 @@ class Batch:
         if self.x_u is not None:
             yield Part(UNLABELLED, self.x_u, None, self.n_u or len(self.x_u), self.idx_u)
         if self.x_l is not None:
-            yield Part(LABELLED, self.x_l, self.y_l, self.n_l or len(self.x_l), self.idx_l)
+            yield Part(LABELLED, self.x_l, self.y_l, self.n_l or len(self.x_l), self.idx_l,
+                       self.labelled_weight)
 
     def in_plates(self) -> Iterator[Part]:
         """Each part, entered into its plate and its name scope: the loop of every
@@ -75,7 +81,8 @@ class Batch:
                 self.story(part.x, part.y)
         """
         for part in self.parts():
-            with part.plate(), scope(prefix=part.name):
+            weighed = poutine.scale(scale=part.weight) if part.weight != 1.0 else contextlib.nullcontext()
+            with part.plate(), weighed, scope(prefix=part.name):
                 yield part
 
     def as_arguments(self) -> tuple[tuple[torch.Tensor, ...], dict]:
@@ -86,12 +93,14 @@ class Batch:
         present = tuple(f for f in TENSOR_FIELDS if getattr(self, f) is not None)
         tensors = tuple(getattr(self, f) for f in present)
         return tensors, {"present": present, "sizes": tuple(len(t) for t in tensors),
-                         "n_u": self.n_u, "n_l": self.n_l}
+                         "n_u": self.n_u, "n_l": self.n_l, "labelled_weight": self.labelled_weight}
 
     @classmethod
     def from_arguments(cls, *tensors: torch.Tensor, present: tuple[str, ...],
-                       sizes: tuple[int, ...], n_u: int | None, n_l: int | None) -> Batch:
-        return cls(**dict(zip(present, tensors, strict=True)), n_u=n_u, n_l=n_l)
+                       sizes: tuple[int, ...], n_u: int | None, n_l: int | None,
+                       labelled_weight: float = 1.0) -> Batch:
+        return cls(**dict(zip(present, tensors, strict=True)), n_u=n_u, n_l=n_l,
+                   labelled_weight=labelled_weight)
 
     @property
     def size(self) -> int:

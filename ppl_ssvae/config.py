@@ -62,6 +62,12 @@ class Settings:
         metadata={"help": "alpha of Kingma et al. eq. 9, as a multiple of the training-set size: "
                   "the objective adds alpha * N * sum over labelled (x, y) of -log q(y|x)"},
     )
+    labelled_weight: float = field(
+        default=1.0,
+        metadata={"help": "multiply the labelled set's ELBO by this; the original, drawing 100 "
+                  "labels into every batch of 100 unlabelled images, weighed it N_U / N_L "
+                  "times (500 with 100 labels) as much as one pass over the data does"},
+    )
     classifier_ramp_steps: int = field(
         default=0,
         metadata={"help": "ramp the classifier weight linearly from 1%% to 100%% over this many steps"},
@@ -212,6 +218,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"--lr-decay must lie in (0, 1], got {settings.lr_decay}")
     if settings.classifier_weight < 0 or settings.temperature_decay < 0:
         raise SettingsError("--classifier-weight and --temperature-decay must not be negative")
+    if not settings.labelled_weight > 0:
+        raise SettingsError(f"--labelled-weight must be positive, got {settings.labelled_weight}")
     if settings.clip_norm is not None and settings.clip_norm <= 0:
         raise SettingsError(f"--clip-norm must be positive, got {settings.clip_norm}")
     for name in ("time_limit", "eval_every_seconds"):

@@ -46,7 +46,8 @@ def _bracket(model, guide, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) 
 
 def m2_negative_elbo(model, guide, batch: Batch, eps_u: torch.Tensor | None = None,
                      eps_l: torch.Tensor | None = None) -> torch.Tensor:
-    """-(ELBO_U + ELBO_L) of the batch, each part scaled to its full set. Draws the
+    """-(ELBO_U + w ELBO_L) of the batch, each part scaled to its full set, w the batch's
+    ``labelled_weight``. Draws the
     noise with ``torch.randn`` when it is not given."""
     total = torch.zeros(())
     k = model.num_classes
@@ -65,5 +66,5 @@ def m2_negative_elbo(model, guide, batch: Batch, eps_u: torch.Tensor | None = No
         if eps_l is None:
             eps_l = torch.randn(len(x), model.z_dim, device=x.device)
         elbo = _bracket(model, guide, x, batch.y_l, eps_l)
-        total = total - (batch.n_l or len(x)) / len(x) * elbo.sum()
+        total = total - batch.labelled_weight * (batch.n_l or len(x)) / len(x) * elbo.sum()
     return total

@@ -119,7 +119,8 @@ def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Setting
     if settings.binarize:
         x_u, x_l = data_lib.binarize(x_u), data_lib.binarize(x_l)
     return Batch(x_u=x_u, x_l=x_l, y_l=train.y[idx_l],
-                 n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l)
+                 n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l,
+                 labelled_weight=settings.labelled_weight)
 
 
 def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:

@@ -88,6 +88,10 @@ def test_plate_scaling_is_the_full_data_objective(tiny):
     l_in_both = loss["unscaled"] - u_in_both
     assert loss["unscaled"] == pytest.approx(u_in_both + l_in_both)
     assert loss["scaled"] == pytest.approx(5 * u_in_both + 3 * l_in_both, rel=1e-5)
+    weighed = Batch(x_u=full.x_u, x_l=full.x_l, y_l=full.y_l, labelled_weight=7.0)
+    by_pyro, by_hand = pyro_and_hand(pair, weighed, seed=4)
+    assert by_pyro == pytest.approx(u_in_both + 7 * l_in_both, rel=1e-5)  # --labelled-weight 7
+    assert by_hand == pytest.approx(by_pyro, rel=1e-5)
 
 
 def test_objective_adds_the_classifier_term(tiny):
@@ -140,3 +144,20 @@ def test_gaussian_likelihood_elbo_equals_hand_sum(tiny):
         scale = float(p.grad.abs().max())
         torch.testing.assert_close(g_pyro, p.grad, rtol=1e-3, atol=1e-4 * scale)
     assert float(pair.model.likelihood.raw_scale.grad.abs().sum()) > 0
+
+
+def test_the_labelled_weight_travels_from_the_settings_to_the_plates(tiny):
+    from ppl_ssvae.train import draw_batch
+
+    _, settings = small_pair(labelled_weight=500.0)
+    labelled = torch.arange(20)
+    g = torch.Generator().manual_seed(0)
+    batch = draw_batch(tiny, labelled, settings, torch.randperm(len(tiny.train), generator=g), 0, g)
+    assert batch.labelled_weight == 500.0
+    rebuilt = Batch.from_arguments(*batch.as_arguments()[0], **batch.as_arguments()[1])  # the JIT's
+    assert rebuilt.labelled_weight == 500.0
+    trace = pyro.poutine.trace(small_pair()[0].guide).get_trace(batch)
+    scales = {name.split("/")[0]: site["scale"] for name, site in trace.nodes.items()
+              if site["type"] == "sample" and not site["is_observed"] and "/" in name}
+    assert scales["labelled"] == pytest.approx(500.0 * len(labelled) / len(batch.x_l))
+    assert scales["unlabelled"] == pytest.approx(len(tiny.train) / len(batch.x_u))

@@ -72,17 +72,19 @@ def _dirichlet(log_alpha, c):
     return ((c - 1) * log_alpha).sum(-1) + torch.lgamma(c.sum(-1)) - torch.lgamma(c).sum(-1)
 
 
-@pytest.mark.parametrize("temperature, labelled_input", [(1.0, "weights"), (1 / 3, "weights"),
-                                                         (1 / 3, "one-hot")])
-def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature, labelled_input):
+@pytest.mark.parametrize("temperature, labelled_input, weight", [
+    (1.0, "weights", 1.0), (1 / 3, "weights", 1.0), (1 / 3, "one-hot", 1.0),
+    (1 / 3, "one-hot", 500.0)])
+def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature, labelled_input, weight):
     """The unlabelled part: log N(a; 0, I / tau^2) + log N(z) + log p(x | z, softmax(a))
     - log q; the labelled part adds log softmax(a)_y, and with ``--labelled-input
     one-hot`` reads e_y in place of softmax(a) in p(x | z, .) and q(z | x, .); each
-    scaled by N / B. The noise is drawn in the guide's order: a then z, unlabelled then
-    labelled."""
+    scaled by N / B, the labelled part also by ``--labelled-weight``. The noise is drawn
+    in the guide's order: a then z, unlabelled then labelled."""
     pair, _ = small_pair(model="logistic-normal-prior", inference="reparam",
                          temperature=temperature, labelled_input=labelled_input)
     batch = make_batch(tiny)
+    batch.labelled_weight = weight
     model, guide = pair.model, pair.guide
     pyro.set_rng_seed(11)
     by_pyro = -Trace_ELBO(max_plate_nesting=1).loss(model, guide, batch)
@@ -103,7 +105,7 @@ def test_logistic_normal_prior_elbo_equals_the_hand_sum(tiny, temperature, label
                     - _normal(z, z_loc, z_scale) + _bernoulli(x, model.decoder(z, alpha)))
             if y is not None:
                 elbo = elbo + a.log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
-            by_hand += n / len(x) * float(elbo.sum())
+            by_hand += (1.0 if y is None else weight) * n / len(x) * float(elbo.sum())
     assert by_pyro == pytest.approx(by_hand, rel=1e-5)
 
 
