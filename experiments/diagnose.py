@@ -128,6 +128,30 @@ def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
                 "scale_mean": float(scale.mean()), "loc_norm": float(loc.norm(dim=-1).mean())}
 
 
+def auxiliary_use(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 20) -> dict:
+    """What the ADGM's auxiliary a does for its classifier q(y | x) = E_q(a|x) q(y | a, x),
+    on images ``x`` of classes ``y``, over ``draws`` draws of a per image: the mutual
+    information between y and a under q (nats per image: H of the mixture minus the mean
+    H of its components; 0: a changes nothing, and q(y | x) is an M2 classifier), the share
+    of images whose predicted class changes between draws, the accuracy of the mixture
+    and of q(y | a, x) at a = the mean of q(a | x) (what evaluation reports), and q(a|x)'s
+    mean scale."""
+    guide = pair.guide
+    with evaluation(pair), torch.no_grad():
+        loc, scale = guide.encode_a(x)
+        a = loc + scale * torch.randn((draws, *loc.shape))
+        log_q = torch.stack([guide.classify_given_a(x, a_s).log_softmax(-1) for a_s in a])
+        mixture = log_q.logsumexp(0) - math.log(draws)
+        entropy = -(log_q.exp() * log_q).sum(-1).mean(0)
+        predicted = log_q.argmax(-1)
+        at_mean = guide.classify_given_a(x, loc).argmax(-1)
+        return {"valid_accuracy": float((at_mean == y).float().mean()),
+                "valid_accuracy_mixture": float((mixture.argmax(-1) == y).float().mean()),
+                "mutual_information_y_a": float((-(mixture.exp() * mixture).sum(-1) - entropy).mean()),
+                "prediction_changes": float((predicted != predicted[0]).any(0).float().mean()),
+                "a_scale_mean": float(scale.mean())}
+
+
 def decoder_class_share(model, n: int = 200, seed: int = 0) -> float:
     """How much the decoder's picture depends on the class it is given: for ``n`` draws
     z ~ N(0, I) decoded at each of the K corners e_k of the simplex, the share of the
@@ -259,21 +283,24 @@ def compare(directories: list[Path], path: Path, title: str) -> None:
 
 
 def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
-    """where_the_class_is (class_code for the logistic-normal prior) of each run at its
-    best-validation and its last weights."""
+    """where_the_class_is (class_code for the logistic-normal prior, auxiliary_use for
+    the ADGM) of each run at its best-validation and its last weights."""
     from ppl_ssvae.run import load_run
 
     data = data_lib.load(dataset, None, 0)
     x, y = data.valid.x[:valid], data.valid.y[:valid]
     measured = {}
     for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
         kept = ("best", "last") if (run / "best.pt").is_file() else ("last",)  # older runs
+        if summary.get("best_epoch") == summary.get("epochs_trained"):
+            kept = kept[:1]  # the best epoch is the last: the same weights
         for which in kept:
             loaded = load_run(run, which=which)
             torch.manual_seed(0)
-            summary = json.loads((run / "summary.json").read_text())
             epoch = summary.get("best_epoch" if which == "best" else "epochs_trained")
-            code = class_code if hasattr(loaded.pair.guide, "scores") else where_the_class_is
+            code = (class_code if hasattr(loaded.pair.guide, "scores") else
+                    auxiliary_use if hasattr(loaded.pair.guide, "encode_a") else where_the_class_is)
             measured[f"{run.parent.name}/{run.name} ({which})"] = {
                 "epoch": epoch, **code(loaded.pair, x, y)}
     return measured
@@ -287,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                         "--out (a .png)")
     parser.add_argument("--code", nargs="+", type=Path, default=None, metavar="RUN",
                         help="only measure where trained runs keep the class (class_code for "
-                        "the logistic-normal prior), at their best-validation and last weights, "
-                        "into --out (a .json)")
+                        "the logistic-normal prior; for the ADGM, what its auxiliary a does "
+                        "for the classifier), at their best-validation and last weights, into "
+                        "--out (a .json)")
     parser.add_argument("--title", default="", help="the --compare figure's title")
     parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")

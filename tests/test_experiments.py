@@ -273,3 +273,43 @@ def test_linear_probe_reads_the_class_only_where_the_code_has_it():
     assert linear_probe(torch.cat([coded, torch.randn((400, 3), generator=g)], 1), y) == 1.0
     noise = torch.randn((400, 7), generator=g)  # no class in it: about 1 in 4 right
     assert linear_probe(noise, y) < 0.4
+
+
+def test_auxiliary_use_measures_how_much_the_adgms_a_moves_its_classifier():
+    import math
+
+    import torch
+
+    from experiments.diagnose import auxiliary_use
+    from ppl_ssvae.config import Settings
+    from ppl_ssvae.registry import build
+
+    pair = build(Settings(model="adgm", inference="enum", hidden=(8,), z_dim=2, batch_norm=False),
+                 2, 4)
+    x, y = torch.rand(400, 4), torch.randint(0, 2, (400,))
+
+    class Aux(torch.nn.Module):  # q(a | x) = N(0, I)
+        def forward(self, x):
+            return torch.zeros(len(x), 2), torch.ones(len(x), 2)
+
+    class ByA(torch.nn.Module):  # q(y | a, x): the sign of a_1, sharply
+        def forward(self, x, a):
+            return 50 * torch.stack([a[:, 0], -a[:, 0]], -1)
+
+    class ByX(torch.nn.Module):  # q(y | a, x): from x alone
+        def forward(self, x, a):
+            return torch.stack([x[:, 0], x[:, 1]], -1)
+
+    pair.guide.aux_encoder = Aux()
+    pair.guide.classifier = ByA()
+    torch.manual_seed(0)
+    used = auxiliary_use(pair, x, y, draws=200)
+    # each draw all but certain, their mixture near (1/2, 1/2): I(y; a | x) = log 2
+    assert used["mutual_information_y_a"] == pytest.approx(math.log(2), abs=0.02)
+    assert used["prediction_changes"] == 1.0 and used["a_scale_mean"] == 1.0
+    pair.guide.classifier = ByX()
+    unused = auxiliary_use(pair, x, y, draws=20)
+    assert unused["mutual_information_y_a"] == pytest.approx(0.0, abs=1e-6)
+    assert unused["prediction_changes"] == 0.0
+    right = float(((x[:, 1] > x[:, 0]).long() == y).float().mean())  # by hand
+    assert unused["valid_accuracy"] == unused["valid_accuracy_mixture"] == pytest.approx(right)
