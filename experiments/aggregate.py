@@ -42,6 +42,7 @@ ORIGINAL = {
     "logistic-normal-prior-s3-onehot": ("LogisticNormal", 0.923),
     # and the original's weight on the labelled set's ELBO (--labelled-weight 500)
     "logistic-normal-prior-s3-onehot-lw500": ("LogisticNormal", 0.923),
+    "m2-score-lw500": ("ApproxM2", 0.875),
     "dirichlet/reparam": ("LogGamma", 0.874),
     "mlp/ml": ("MLP", 0.771),
 }
