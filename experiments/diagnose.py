@@ -42,6 +42,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pyro  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -191,6 +192,52 @@ def linear_probe(features: torch.Tensor, y: torch.Tensor, steps: int = 200) -> f
         return float(((f[half:] @ weight + bias).argmax(-1) == y[half:]).float().mean())
 
 
+def elbo_gradients(pair, batch: Batch, params: list, draws: int) -> torch.Tensor:
+    """The ELBO's gradient on ``params``, one row per draw on the same ``batch``, in the
+    direction the ELBO term moves them."""
+    samples = []
+    for _ in range(draws):
+        pair.zero_grad(set_to_none=True)
+        pair.elbo.loss_and_grads(pair.model, pair.guide, batch)
+        samples.append(-flat_grad(params))
+    pair.zero_grad(set_to_none=True)
+    return torch.stack(samples)
+
+
+def shared_signal(run: Path, draws: int, dataset: str) -> dict:
+    """At a trained run's best weights, on one training batch: the root-mean-square
+    deviation of one draw of the classifier's ELBO gradient, for the unlabelled images
+    alone and with the labelled ones in the same ELBO call. Trace_ELBO adds the log-ratio
+    terms of every plate an unobserved site is not in to its learning signal, so with the
+    labelled images beside them each unlabelled y's score-function term also carries
+    the labelled batch's terms; apart, only its own image's (as the original's were)."""
+    from ppl_ssvae.run import load_run
+
+    loaded = load_run(run)
+    pair, settings = loaded.pair, loaded.settings
+    data = data_lib.load(dataset, None, 0)
+    labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes,
+                                        settings.seed)
+    g = torch.Generator().manual_seed(1)
+    batch = draw_batch(data, labelled, settings, torch.randperm(len(data.train), generator=g),
+                       0, g)
+    params = classifier_parameters(pair, data.valid.x[:8])
+    unlabelled = Batch(x_u=batch.x_u, n_u=batch.n_u, idx_u=batch.idx_u)
+    labelled_part = Batch(x_l=batch.x_l, y_l=batch.y_l, n_l=batch.n_l, idx_l=batch.idx_l)
+    pair.train()
+    pyro.set_rng_seed(0)
+    alone = elbo_gradients(pair, unlabelled, params, draws)
+    together = elbo_gradients(pair, batch, params, draws)
+    on_labelled = elbo_gradients(pair, labelled_part, params, draws)  # its own share, as a check
+    deviation = {name: float(((v - v.mean(0)) ** 2).sum(-1).mean().sqrt())
+                 for name, v in (("alone", alone), ("together", together),
+                                 ("labelled_part", on_labelled))}
+    return {"draws": draws, "unlabelled_alone_rms_deviation": deviation["alone"],
+            "with_labelled_rms_deviation": deviation["together"],
+            "labelled_part_alone_rms_deviation": deviation["labelled_part"],
+            "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
+
+
 def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step: int) -> dict:
     row = {"step": step}
     with evaluation(pair):
@@ -210,13 +257,7 @@ def measure(pair, batch, valid_x, valid_y, labelled_x, params, draws: int, step:
     pair.train(was)
     # the unlabelled ELBO's gradient, draw after draw on one batch
     unlabelled = Batch(x_u=batch.x_u, n_u=batch.n_u, idx_u=batch.idx_u)
-    samples = []
-    for _ in range(draws):
-        pair.zero_grad(set_to_none=True)
-        pair.elbo.loss_and_grads(pair.model, pair.guide, unlabelled)
-        samples.append(-flat_grad(params))  # the direction the ELBO term moves them
-    pair.zero_grad(set_to_none=True)
-    g = torch.stack(samples)
+    g = elbo_gradients(pair, unlabelled, params, draws)
     mean = g.mean(0)
     row["elbo_grad_norm"] = float(mean.norm())
     row["elbo_grad_relative_variance"] = float(((g - mean) ** 2).sum(-1).mean() / mean.norm() ** 2)
@@ -317,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                         "the logistic-normal prior; for the ADGM, what its auxiliary a does "
                         "for the classifier), at their best-validation and last weights, into "
                         "--out (a .json)")
+    parser.add_argument("--signal", nargs="+", type=Path, default=None, metavar="RUN",
+                        help="only measure, at trained runs' best weights, the classifier's ELBO "
+                        "gradient noise with and without the labelled images in the same ELBO "
+                        "call (shared_signal), into --out (a .json)")
     parser.add_argument("--title", default="", help="the --compare figure's title")
     parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")
@@ -334,11 +379,13 @@ def main(argv: list[str] | None = None) -> int:
         compare(args.compare, args.out, args.title)
         print(f"wrote {args.out}")
         return 0
-    if args.code:
+    if args.code or args.signal:
         from ppl_ssvae.run import RunError
 
         try:
-            measured = code_of_runs(args.code, args.valid, args.dataset)
+            measured = (code_of_runs(args.code, args.valid, args.dataset) if args.code else
+                        {f"{r.parent.name}/{r.name}": shared_signal(r, args.draws, args.dataset)
+                         for r in args.signal})
         except RunError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -346,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     if not args.row:
-        parser.error("--row is required (or --compare, or --code)")
+        parser.error("--row is required (or --compare, --code or --signal)")
 
     key, model, inference, config = resolve(args.row)
     changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}

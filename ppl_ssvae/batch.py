@@ -71,6 +71,16 @@ class Batch:
             yield Part(LABELLED, self.x_l, self.y_l, self.n_l or len(self.x_l), self.idx_l,
                        self.labelled_weight)
 
+    def apart(self) -> list[Batch]:
+        """One batch per part present: the unlabelled images, then the labelled ones."""
+        batches = []
+        if self.x_u is not None:
+            batches.append(Batch(x_u=self.x_u, n_u=self.n_u, idx_u=self.idx_u))
+        if self.x_l is not None:
+            batches.append(Batch(x_l=self.x_l, y_l=self.y_l, n_l=self.n_l, idx_l=self.idx_l,
+                                 labelled_weight=self.labelled_weight))
+        return batches
+
     def in_plates(self) -> Iterator[Part]:
         """Each part, entered into its plate and its name scope: the loop of every
         ``forward``. Sample statements made for a part are per-image (batched along

@@ -210,3 +210,34 @@ def test_iwae_refuses_a_score_function_guide(tiny):
 def test_every_inference_is_documented():
     for inference in INFERENCES.values():
         assert inference.description and inference.elbo_class is not None
+
+
+def test_a_sampled_ys_learning_signal_is_its_own_image_alone(tiny):
+    """Under Trace_ELBO one call over both parts adds the labelled batch's terms to every
+    unlabelled y's score-function signal; the objective calls each part apart, so the
+    classifier's gradient is the unlabelled part's alone plus the labelled part's, on
+    the same draws, and differs from the one-call gradient."""
+    pair, _ = small_pair(inference="score", classifier_weight=0.0, batch_norm=False,
+                         input_dropout=0.0)
+    batch = make_batch(tiny)
+    params = [p for p in pair.guide.parameters()]
+
+    def grads(run):
+        pair.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(7)
+        run()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    objective = grads(lambda: pair.loss_and_grads(batch))
+    unlabelled, labelled = batch.apart()
+    elbo = Trace_ELBO(max_plate_nesting=1)
+    apart = grads(lambda: (elbo.loss_and_grads(pair.model, pair.guide, unlabelled),
+                           elbo.loss_and_grads(pair.model, pair.guide, labelled)))
+    together = grads(lambda: elbo.loss_and_grads(pair.model, pair.guide, batch))
+    for a, b in zip(objective, apart, strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(objective, together, strict=True))
+    pyro.set_rng_seed(7)
+    value = pair.loss_and_grads(batch)["negative_elbo"] * batch.size
+    pyro.set_rng_seed(7)
+    assert value == pytest.approx(elbo.loss(pair.model, pair.guide, batch), rel=1e-5)  # same loss
