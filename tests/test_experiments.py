@@ -200,7 +200,7 @@ def test_class_code_measures_what_the_class_weights_carry():
 
     import torch
 
-    from experiments.diagnose import class_code
+    from experiments.probes import class_code
     from ppl_ssvae.config import Settings
     from ppl_ssvae.registry import build
 
@@ -233,7 +233,7 @@ def test_class_code_measures_what_the_class_weights_carry():
 def test_decoder_class_share_is_the_part_of_the_picture_the_class_draws():
     import torch
 
-    from experiments.diagnose import decoder_class_share
+    from experiments.probes import decoder_class_share
     from ppl_ssvae.config import Settings
     from ppl_ssvae.registry import build
 
@@ -265,7 +265,7 @@ def test_decoder_class_share_is_the_part_of_the_picture_the_class_draws():
 def test_linear_probe_reads_the_class_only_where_the_code_has_it():
     import torch
 
-    from experiments.diagnose import linear_probe
+    from experiments.probes import linear_probe
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (400,), generator=g)
@@ -280,7 +280,7 @@ def test_auxiliary_use_measures_how_much_the_adgms_a_moves_its_classifier():
 
     import torch
 
-    from experiments.diagnose import auxiliary_use
+    from experiments.probes import auxiliary_use
     from ppl_ssvae.config import Settings
     from ppl_ssvae.registry import build
 
@@ -313,3 +313,13 @@ def test_auxiliary_use_measures_how_much_the_adgms_a_moves_its_classifier():
     assert unused["prediction_changes"] == 0.0
     right = float(((x[:, 1] > x[:, 0]).long() == y).float().mean())  # by hand
     assert unused["valid_accuracy"] == unused["valid_accuracy_mixture"] == pytest.approx(right)
+
+
+def test_diagnose_of_a_directory_that_is_not_a_run_says_so_in_one_line(tmp_path, capsys):
+    from experiments import diagnose
+
+    for mode in ("--code", "--signal"):
+        assert diagnose.main([mode, str(tmp_path), "--out", str(tmp_path / "out.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is not a run directory" in err
+    assert not (tmp_path / "out.json").exists()

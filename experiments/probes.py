@@ -1,0 +1,225 @@
+"""What a pair's networks do, measured: the pieces of ``experiments.diagnose``.
+
+- ``where_the_class_is``: how much of its picture the decoder draws from the class, and
+  how much of the class a linear probe reads from q(z | x, .) (``decoder_class_share``,
+  ``linear_probe``);
+- ``class_code``: what the logistic-normal prior's class scores a carry (their KL from
+  the prior, the share of their mean's variance between classes, alpha's entropy);
+- ``auxiliary_use``: what the ADGM's auxiliary a does for its classifier;
+- ``shared_signal``: how much noise the labelled images add to the score function's
+  learning signal when they share one ``Trace_ELBO`` call with the unlabelled ones;
+- ``code_of_runs``: the first three on trained runs, at their best and last weights.
+
+``python -m experiments.diagnose --code RUN ...`` and ``--signal RUN ...`` run them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyro
+import torch
+from torch.nn import functional as F
+
+from ppl_ssvae import data as data_lib
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.evaluate import evaluation
+from ppl_ssvae.train import draw_batch
+
+
+def classifier_parameters(pair, x: torch.Tensor) -> list[torch.nn.Parameter]:
+    """The parameters that the classifier's logits depend on."""
+    params = [p for p in pair.guide.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        grads = torch.autograd.grad(pair.guide.classify(x[:4]).sum(), params, allow_unused=True)
+    return [p for p, g in zip(params, grads, strict=True) if g is not None]
+
+
+def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in params])
+
+
+def kl_from_prior(pair, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, scale^2) || p(a)) per dimension, p(a) the model's own N(0, s^2 I)."""
+    prior = torch.distributions.Normal(pair.model.a_loc, pair.model.a_scale)
+    return torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior)
+
+
+def where_the_class_is(pair, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Where a trained M2-family pair keeps the class of images ``x`` (classes ``y``):
+    ``valid_accuracy``, its classifier's; ``decoder_class_share``, how much the decoder's
+    picture depends on the class it is given (0: not at all); ``z_probe_accuracy``, how
+    much of the class a linear read of q(z | x, .)'s mean recovers, the encoder given the
+    classifier's soft prediction (high while the decoder ignores the class: z carries it)."""
+    with evaluation(pair), torch.no_grad():
+        logits = pair.guide.classify(x)
+        z_loc, _ = pair.guide.encode_z(x, logits.softmax(-1))
+        return {"valid_accuracy": float((logits.argmax(-1) == y).float().mean()),
+                "decoder_class_share": decoder_class_share(pair.model),
+                "z_probe_accuracy": linear_probe(z_loc, y)}
+
+
+def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
+    """What the class weights of a logistic-normal-prior pair encode, on images ``x`` of
+    classes ``y``: ``where_the_class_is``, and the KL of q(a|x) from the prior (per
+    dimension and in all: the nats that a carries; a class label needs at most log K),
+    the share of the variance of q(a|x)'s mean that lies between classes (1: a codes the
+    class alone, 0: nothing of it), and the entropy of alpha = softmax(a) at draws from
+    q(a|x) (0 at a corner of the simplex, log K at its centre)."""
+    where = where_the_class_is(pair, x, y)
+    with evaluation(pair), torch.no_grad():
+        loc, scale = pair.guide.scores(x)
+        kl = kl_from_prior(pair, loc, scale)
+        centred = loc - loc.mean(0)
+        between = sum(float(((loc[y == k].mean(0) - loc.mean(0)) ** 2).sum()) * int((y == k).sum())
+                      for k in y.unique().tolist())
+        a = loc + scale * torch.randn((draws, *loc.shape))
+        alpha = a.softmax(-1)
+        entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1)
+        return {**where,
+                "kl_a_per_dim": [float(v) for v in kl.mean(0)], "kl_a": float(kl.sum(-1).mean()),
+                "class_share_of_variance": between / float((centred ** 2).sum()),
+                "alpha_entropy": float(entropy.mean()),
+                "alpha_top": float(alpha.max(-1).values.mean()),
+                "scale_mean": float(scale.mean()), "loc_norm": float(loc.norm(dim=-1).mean())}
+
+
+def auxiliary_use(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 20) -> dict:
+    """What the ADGM's auxiliary a does for its classifier q(y | x) = E_q(a|x) q(y | a, x),
+    on images ``x`` of classes ``y``, over ``draws`` draws of a per image: the mutual
+    information between y and a under q (nats per image: H of the mixture minus the mean
+    H of its components; 0: a changes nothing, and q(y | x) is an M2 classifier), the share
+    of images whose predicted class changes between draws, the accuracy of the mixture
+    and of q(y | a, x) at a = the mean of q(a | x) (what evaluation reports), and q(a|x)'s
+    mean scale."""
+    guide = pair.guide
+    with evaluation(pair), torch.no_grad():
+        loc, scale = guide.encode_a(x)
+        a = loc + scale * torch.randn((draws, *loc.shape))
+        log_q = torch.stack([guide.classify_given_a(x, a_s).log_softmax(-1) for a_s in a])
+        mixture = log_q.logsumexp(0) - math.log(draws)
+        entropy = -(log_q.exp() * log_q).sum(-1).mean(0)
+        predicted = log_q.argmax(-1)
+        at_mean = guide.classify_given_a(x, loc).argmax(-1)
+        return {"valid_accuracy": float((at_mean == y).float().mean()),
+                "valid_accuracy_mixture": float((mixture.argmax(-1) == y).float().mean()),
+                "mutual_information_y_a": float((-(mixture.exp() * mixture).sum(-1) - entropy).mean()),
+                "prediction_changes": float((predicted != predicted[0]).any(0).float().mean()),
+                "a_scale_mean": float(scale.mean())}
+
+
+def decoder_class_share(model, n: int = 200, seed: int = 0) -> float:
+    """How much the decoder's picture depends on the class it is given: for ``n`` draws
+    z ~ N(0, I) decoded at each of the K corners e_k of the simplex, the share of the
+    pixel means' variance that lies between the K pictures of one z (1: the class alone
+    draws the image, 0: the decoder ignores it and z carries everything)."""
+    g = torch.Generator().manual_seed(seed)
+    k = model.num_classes
+    z = torch.randn((n, model.z_dim), generator=g).to(model.z_loc)
+    corners = torch.eye(k).to(model.z_loc)
+    with torch.no_grad():
+        means = model.decode(z.repeat_interleave(k, 0), corners.repeat(n, 1)).reshape(n, k, -1)
+    between = ((means - means.mean(1, keepdim=True)) ** 2).sum()
+    return float(between / ((means - means.mean((0, 1))) ** 2).sum())
+
+
+def linear_probe(features: torch.Tensor, y: torch.Tensor, steps: int = 200) -> float:
+    """The held-out accuracy of a multinomial logistic regression of ``y`` on
+    ``features``: fit on the first half (standardised, a little L2), scored on the
+    second; how much of the class a code carries, read linearly."""
+    half = len(y) // 2
+    mean, std = features[:half].mean(0), features[:half].std(0).clamp_min(1e-6)
+    f = (features - mean) / std
+    k = int(y.max()) + 1
+    weight = torch.zeros((f.shape[1], k), requires_grad=True)
+    bias = torch.zeros(k, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(f[:half] @ weight + bias, y[:half]) + 1e-3 * (weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return float(((f[half:] @ weight + bias).argmax(-1) == y[half:]).float().mean())
+
+
+def elbo_gradients(pair, batch: Batch, params: list, draws: int) -> torch.Tensor:
+    """The ELBO's gradient on ``params``, one row per draw on the same ``batch``, in the
+    direction the ELBO term moves them."""
+    samples = []
+    for _ in range(draws):
+        pair.zero_grad(set_to_none=True)
+        pair.elbo.loss_and_grads(pair.model, pair.guide, batch)
+        samples.append(-flat_grad(params))
+    pair.zero_grad(set_to_none=True)
+    return torch.stack(samples)
+
+
+def shared_signal(run: Path, draws: int, dataset: str) -> dict:
+    """At a trained run's best weights, on one training batch: the root-mean-square
+    deviation of one draw of the classifier's ELBO gradient, for the unlabelled images
+    alone and with the labelled ones in the same ELBO call. Trace_ELBO adds the log-ratio
+    terms of every plate an unobserved site is not in to its learning signal, so with the
+    labelled images beside them each unlabelled y's score-function term also carries
+    the labelled batch's terms; apart, only its own image's (as the original's were)."""
+    from ppl_ssvae.run import load_run
+
+    loaded = load_run(run)
+    pair, settings = loaded.pair, loaded.settings
+    data = data_lib.load(dataset, None, 0)
+    labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes,
+                                        settings.seed)
+    g = torch.Generator().manual_seed(1)
+    batch = draw_batch(data, labelled, settings, torch.randperm(len(data.train), generator=g),
+                       0, g)
+    params = classifier_parameters(pair, data.valid.x[:8])
+    unlabelled = Batch(x_u=batch.x_u, n_u=batch.n_u, idx_u=batch.idx_u)
+    labelled_part = Batch(x_l=batch.x_l, y_l=batch.y_l, n_l=batch.n_l, idx_l=batch.idx_l)
+    pair.train()
+    pyro.set_rng_seed(0)
+    alone = elbo_gradients(pair, unlabelled, params, draws)
+    together = elbo_gradients(pair, batch, params, draws)
+    on_labelled = elbo_gradients(pair, labelled_part, params, draws)  # its own share, as a check
+    deviation = {name: float(((v - v.mean(0)) ** 2).sum(-1).mean().sqrt())
+                 for name, v in (("alone", alone), ("together", together),
+                                 ("labelled_part", on_labelled))}
+    return {"draws": draws, "unlabelled_alone_rms_deviation": deviation["alone"],
+            "with_labelled_rms_deviation": deviation["together"],
+            "labelled_part_alone_rms_deviation": deviation["labelled_part"],
+            "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
+
+
+def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
+    """where_the_class_is (class_code for the logistic-normal prior, auxiliary_use for
+    the ADGM) of each run at its best-validation and its last weights."""
+    from ppl_ssvae.run import RunError, load_run
+
+    for run in runs:  # every run checked before the data are loaded
+        load_run(run, which="last")
+        if not (run / "summary.json").is_file():
+            raise RunError(f"{run} has no summary.json: let its training finish (or resume it) "
+                           f"first")
+    data = data_lib.load(dataset, None, 0)
+    x, y = data.valid.x[:valid], data.valid.y[:valid]
+    measured = {}
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        kept = ("best", "last") if (run / "best.pt").is_file() else ("last",)  # older runs
+        if summary.get("best_epoch") == summary.get("epochs_trained"):
+            kept = kept[:1]  # the best epoch is the last: the same weights
+        for which in kept:
+            loaded = load_run(run, which=which)
+            torch.manual_seed(0)
+            epoch = summary.get("best_epoch" if which == "best" else "epochs_trained")
+            code = (class_code if hasattr(loaded.pair.guide, "scores") else
+                    auxiliary_use if hasattr(loaded.pair.guide, "encode_a") else where_the_class_is)
+            measured[f"{run.parent.name}/{run.name} ({which})"] = {
+                "epoch": epoch, **code(loaded.pair, x, y)}
+    return measured
