@@ -196,6 +196,9 @@ def targets(panel: dict, budget: float) -> list[str]:
                  f"{100 * (relaxed[best]['final_accuracy'] or 0.0):.1f}%, {gap:+.1f} points from the "
                  f"exact sum: the target of at least the exact sum's accuracy "
                  f"{'holds' if gap >= 0 else 'does not hold'}.")
+    if not all(m["complete"] for m in (exact, *relaxed.values())):  # a run still going
+        lines = [f"{line} (So far: some of these runs have not used their budget yet.)"
+                 for line in lines]
     return lines
 
 

@@ -64,6 +64,10 @@ def test_the_aggregate_reads_the_curves(tmp_path):
     assert wall["panels"]["mnist"]["methods"]["m2/enum"]["accuracy_at"]["0.125"] == 0.8  # at 20 s
     timebudget.aggregate(tmp_path, datasets, keys, [0, 1, 2], 80.0)  # a seed not run yet
     assert "| 0.5 | 0, 1 (2 of 3) |" in (tmp_path / "results.md").read_text()
+    (timebudget.run_dir(tmp_path, "two-digit-mnist", "m2/enum", 1) / "summary.json").unlink()
+    running = timebudget.aggregate(tmp_path, datasets, keys, [0, 1], 80.0)  # seed 1 still going
+    assert all(line.endswith("have not used their budget yet.)")
+               for line in running["panels"]["two-digit-mnist"]["targets"])
 
     page = tmp_path / "README.md"
     page.write_text("<!-- generated from results.md -->\n<!-- end generated -->\n")
