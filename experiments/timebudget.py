@@ -4,13 +4,14 @@
 
 runs every method x seed on each data set (default: two-digit MNIST with 1,000 labels,
 K = 100, and MNIST with 100 labels, K = 10) as ``ppl-ssvae train --time-limit BUDGET
---eval-every-seconds BUDGET/60``, each into ``RESULTS/runs/DATASET/METHOD/seedS``
-(``RESULTS`` is ``experiments/results/k100``). Budgets count CPU seconds of training on
-one thread, evaluation excluded (``--clock wall`` for the wall clock): two jobs share a
-2-core machine with whatever else runs on it, and the wall clock would charge each run
-for the others. A run whose summary says it used the budget is not run again; any
-other goes on from its checkpoint (``--resume``), so a larger ``--budget`` extends the
-runs. Then the aggregate:
+--eval-every-seconds BUDGET/60 --eval-from-seconds 1`` (measured at 1, 2, 4 ... s, then
+every BUDGET/60 s: the curves have points from the start on a log time axis), each into
+``RESULTS/runs/DATASET/METHOD/seedS`` (``RESULTS`` is ``experiments/results/k100``).
+Budgets count CPU seconds of training on one thread, evaluation excluded (``--clock
+wall`` for the wall clock): two jobs share a 2-core machine with whatever else runs on
+it, and the wall clock would charge each run for the others. A run whose summary says it
+used the budget is not run again; any other goes on from its checkpoint (``--resume``),
+so a larger ``--budget`` extends the runs. Then the aggregate:
 
 - ``summary.json``: per data set and method, mean over seeds of the validation accuracy
   at 1/8, 1/4, 1/2 and all of the budget, the seconds to reach 90% and 100% of the exact
@@ -23,6 +24,7 @@ runs. Then the aggregate:
 
 The accuracy "at" a time is the last measurement taken at or before it (what a run
 stopped then would have had); the final one is the measurement where the run stopped.
+Seconds to a target reached at a run's first measurement are a bound, shown as "≤".
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def run_one(job, args: argparse.Namespace) -> tuple[str, int]:
     settings = {**config, "model": model, "inference": inference, "dataset": dataset,
                 "labels": labels, "seed": seed, "epochs": EPOCHS, "out": str(out),
                 "time_limit": args.budget, "time_clock": args.clock,
-                "eval_every_seconds": args.eval_every or args.budget / 60, "device": args.device}
+                "eval_every_seconds": args.eval_every or args.budget / 60,
+                "eval_from_seconds": args.eval_from, "device": args.device}
     if args.data_dir:
         settings["data_dir"] = args.data_dir
     started = time.time()
@@ -141,6 +144,11 @@ def seconds_to(run: dict, target: float) -> float | None:
     return float(run["seconds"][reached][0]) if reached.any() else None
 
 
+def reached_at_first(run: dict, target: float) -> bool:
+    """Already there at the first measurement: the seconds to it are only a bound."""
+    return bool(run["accuracy"][0] >= target)
+
+
 def mean(values: list) -> float | None:
     """The mean over seeds, or None unless every seed has a value."""
     return statistics.fmean(values) if values and None not in values else None
@@ -167,6 +175,8 @@ def summarise(runs: list[dict], budget: float, exact_final: float | None) -> dic
                  if exact_final is not None else [None])
         entry[f"seconds_to_{round(share * 100)}"] = mean(times)
         entry[f"reached_{round(share * 100)}"] = sum(t is not None for t in times)
+        entry[f"seconds_to_{round(share * 100)}_is_bound"] = exact_final is not None and any(
+            reached_at_first(r, share * exact_final) for r in runs)
     return entry
 
 
@@ -183,8 +193,11 @@ def targets(panel: dict, budget: float) -> list[str]:
     if timed:
         fastest = min(timed, key=timed.get)
         share = timed[fastest] / budget
+        bound = ("at most ", " (its first measurement)") if relaxed[fastest].get(
+            "seconds_to_100_is_bound") else ("", "")
         lines.append(f"K = {k}: {fastest} reaches the exact sum's final accuracy "
-                     f"({100 * final:.1f}%) in {timed[fastest]:.0f} s, {share:.2f} of the budget: "
+                     f"({100 * final:.1f}%) in {bound[0]}{timed[fastest]:.0f} s{bound[1]}, "
+                     f"{share:.2f} of the budget: "
                      f"the target of at most 1/5 {'holds' if share <= 0.2 else 'does not hold'}.")
     else:
         lines.append(f"K = {k}: no relaxed method reaches the exact sum's final accuracy "
@@ -209,7 +222,7 @@ def _pct(value: float | None) -> str:
 def _seconds(entry: dict, share: int, runs: int) -> str:
     value = entry[f"seconds_to_{share}"]
     if value is not None:
-        return f"{value:,.0f}"
+        return f"{'≤ ' if entry.get(f'seconds_to_{share}_is_bound') else ''}{value:,.0f}"
     return f"not reached ({entry[f'reached_{share}']}/{runs})"
 
 
@@ -318,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--eval-every", type=float, default=None,
                         help="seconds between validation measurements (default budget / 60)")
+    parser.add_argument("--eval-from", type=float, default=1.0,
+                        help="the first measurement's seconds; then at doubling times until "
+                        "they are --eval-every apart (default 1)")
     parser.add_argument("--methods", nargs="+", type=compare.parse_model, default=None,
                         help=f"MODEL/INFERENCE rows or config names (default {' '.join(METHODS)})")
     parser.add_argument("--datasets", nargs="+", type=parse_dataset, default=None,

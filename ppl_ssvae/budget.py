@@ -1,7 +1,8 @@
 """The time budget of a training run: its training seconds on two clocks (the process's
 CPU time and the wall clock; evaluation, checkpoints and logs excluded), the stop at
 ``--time-limit`` or ``--stop-at-accuracy``, and the validation measurements of ``evaluations.jsonl``, at each
-epoch's end and every ``--eval-every-seconds`` within epochs."""
+epoch's end and every ``--eval-every-seconds`` within epochs (from ``--eval-from-seconds``
+at doubling times until that gap is reached)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,23 @@ def reached_accuracy(settings: Settings, state: State) -> bool:
             and state.best["valid_accuracy"] >= settings.stop_at_accuracy)
 
 
+def next_evaluation(settings: Settings, last: float) -> float:
+    """The training seconds of the measurement after one taken at ``last`` (0: none yet):
+    --eval-every-seconds later, or with --eval-from-seconds F sooner early on: at F, then
+    at twice the last one's seconds while that is the nearer."""
+    later = last + settings.eval_every_seconds
+    if settings.eval_from_seconds is None:
+        return later
+    return min(later, max(settings.eval_from_seconds, 2 * last))
+
+
 def evaluation_due(settings: Settings, state: State) -> bool:
-    """--eval-every-seconds have passed on --time-clock since the last measurement."""
+    """The next measurement's time (``next_evaluation``) has come on --time-clock."""
     if settings.eval_every_seconds is None:
         return False
     key = f"{settings.time_clock}_seconds"
     last = state.evaluations[-1][key] if state.evaluations else 0.0
-    return state.clock[settings.time_clock] - last >= settings.eval_every_seconds
+    return state.clock[settings.time_clock] >= next_evaluation(settings, last)
 
 
 def record_evaluation(state: State, valid_accuracy: float, epoch: float) -> None:

@@ -41,7 +41,7 @@ VERSION = 2
 MAY_CHANGE_ON_RESUME = frozenset({
     "epochs", "max_steps", "on_nan", "progress", "device", "data_dir", "eval_batch_size",
     "checkpoint_every", "figures", "out", "resume", "time_limit", "time_clock",
-    "eval_every_seconds", "stop_at_accuracy",
+    "eval_every_seconds", "eval_from_seconds", "stop_at_accuracy",
 })
 
 

@@ -144,6 +144,12 @@ class Settings:
         metadata={"help": "also measure validation accuracy every this many training seconds "
                   "(on --time-clock) within epochs; every measurement goes to evaluations.jsonl"},
     )
+    eval_from_seconds: float | None = field(
+        default=None,
+        metadata={"help": "with --eval-every-seconds: measure first at this many training seconds, "
+                  "then each time the seconds have doubled, until the gap reaches "
+                  "--eval-every-seconds (points evenly spread on a log time axis early on)"},
+    )
     stop_at_accuracy: float | None = field(
         default=None,
         metadata={"help": "stop at the end of the first epoch whose validation accuracy reaches "
@@ -222,10 +228,13 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"--labelled-weight must be positive, got {settings.labelled_weight}")
     if settings.clip_norm is not None and settings.clip_norm <= 0:
         raise SettingsError(f"--clip-norm must be positive, got {settings.clip_norm}")
-    for name in ("time_limit", "eval_every_seconds"):
+    for name in ("time_limit", "eval_every_seconds", "eval_from_seconds"):
         value = getattr(settings, name)
         if value is not None and not value > 0:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if settings.eval_from_seconds is not None and settings.eval_every_seconds is None:
+        raise SettingsError("--eval-from-seconds sets where --eval-every-seconds's measurements "
+                            "begin: give --eval-every-seconds too")
     if settings.stop_at_accuracy is not None and not 0.0 < settings.stop_at_accuracy <= 1.0:
         raise SettingsError(f"--stop-at-accuracy is a fraction in (0, 1] (0.941 for 94.1%), got "
                             f"{settings.stop_at_accuracy}")

@@ -1,7 +1,8 @@
 """--time-limit stops a run at a step boundary with its checkpoint and summary, --resume
 with a larger limit goes on, and the run ends exactly as one never stopped;
 --eval-every-seconds logs validation accuracy within epochs against training seconds,
-evaluation excluded, without changing what is trained; --stop-at-accuracy ends a run
+evaluation excluded, without changing what is trained (from --eval-from-seconds at
+doubling times); --stop-at-accuracy ends a run
 at the first epoch that reaches it, as a finished run that --resume can take further.
 
 The clocks are replaced by fakes that advance at each reading, so each step takes
@@ -116,6 +117,15 @@ def test_evaluations_within_epochs_change_nothing_trained(capsys, tmp_path):
         row["valid_accuracy"] for row in read_rows(plain / "metrics.jsonl")]
 
 
+def test_measurements_begin_at_doubling_times_from_eval_from_seconds(capsys, tmp_path):
+    _, evaluations = train(capsys, tmp_path / "run", "--eval-every-seconds", "4",
+                           "--eval-from-seconds", "0.5")
+    # 0.5, 1, 2, 4 s (doubling, nearer than 4 s later), then 4 s apart: 8 s was due but
+    # epoch 1's end measured at 5 s, so 9 s; and epoch 2's end
+    assert [row["cpu_seconds"] for row in evaluations] == [0.5, 1.0, 2.0, 4.0, 5.0, 9.0, 10.0]
+    assert [row["step"] for row in evaluations] == [1, 2, 4, 8, 10, 18, 20]
+
+
 def test_the_wall_clock_can_be_the_budget(capsys, tmp_path):
     summary, evaluations = train(capsys, tmp_path / "run", "--time-clock", "wall",
                                  "--time-limit", "2", "--eval-every-seconds", "1")
@@ -127,6 +137,7 @@ def test_the_wall_clock_can_be_the_budget(capsys, tmp_path):
     ("--time-limit", "0", "--time-limit must be positive"),
     ("--eval-every-seconds", "-1", "--eval-every-seconds must be positive"),
     ("--time-clock", "gpu", "--time-clock takes cpu or wall"),
+    ("--eval-from-seconds", "1", "give --eval-every-seconds too"),
 ])
 def test_bad_time_settings_are_refused_in_one_line(capsys, tmp_path, flag, value, message):
     code, err = train_cli(capsys, flag, value, "--out", str(tmp_path / "run"))

@@ -74,6 +74,21 @@ def test_the_aggregate_reads_the_curves(tmp_path):
     assert readme.main([str(page)]) == 0 and "| 10 | m2/enum |" in page.read_text()
 
 
+def test_a_target_met_at_the_first_measurement_is_a_bound(tmp_path):
+    write_run(tmp_path, "two-digit-mnist", "m2/enum", 0, [(10, 0.2), (80, 0.5)], 100)
+    write_run(tmp_path, "two-digit-mnist", "m2/gumbel-cat-kl", 0, [(30, 0.55), (80, 0.6)], 100)
+    summary = timebudget.aggregate(tmp_path, [("two-digit-mnist", 1000)],
+                                   ["m2/enum", "m2/gumbel-cat-kl"], [0], 80.0)
+    relaxed = summary["panels"]["two-digit-mnist"]["methods"]["m2/gumbel-cat-kl"]
+    assert relaxed["seconds_to_100"] == 30.0 and relaxed["seconds_to_100_is_bound"]
+    exact = summary["panels"]["two-digit-mnist"]["methods"]["m2/enum"]
+    assert exact["seconds_to_100"] == 80.0 and not exact["seconds_to_100_is_bound"]
+    assert "| 100 | m2/gumbel-cat-kl | – | – | 55.0 | 60.0 | ≤ 30 | ≤ 30 |" in (
+        tmp_path / "results.md").read_text()
+    assert "in at most 30 s (its first measurement), 0.38 of the budget" in " ".join(
+        summary["panels"]["two-digit-mnist"]["targets"])
+
+
 def test_runs_stop_at_the_budget_and_a_larger_one_goes_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(compare, "config_for", lambda model, inference: dict(TINY))
     args = ["--results", str(tmp_path), "--datasets", "synthetic:20", "--methods", "m2/gumbel",
