@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="settings to change, e.g. classifier_weight=10 (JSON values)")
-    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--dataset", default=None,
+                        help="the data (default: mnist to train; with --code and --signal, each "
+                        "run's own)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.compare:
@@ -197,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.code or args.signal:
+        from ppl_ssvae.checkpoint import CheckpointError
         from ppl_ssvae.run import RunError
 
         try:
             measured = (code_of_runs(args.code, args.valid, args.dataset) if args.code else
                         {f"{r.parent.name}/{r.name}": shared_signal(r, args.draws, args.dataset)
                          for r in args.signal})
-        except RunError as e:
+        except (RunError, CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         write_json(args.out, measured)
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     key, model, inference, config = resolve(args.row)
     changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     settings = Settings.from_dict({**config, **changes, "model": model, "inference": inference,
-                                   "seed": args.seed, "dataset": args.dataset, "progress": False})
+                                   "seed": args.seed, "dataset": args.dataset or "mnist",
+                                   "progress": False})
     seed_everything(settings.seed)
     data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
     labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes, settings.seed)

@@ -162,7 +162,12 @@ def elbo_gradients(pair, batch: Batch, params: list, draws: int) -> torch.Tensor
     return torch.stack(samples)
 
 
-def shared_signal(run: Path, draws: int, dataset: str) -> dict:
+def run_data(settings, dataset: str | None) -> data_lib.Dataset:
+    """The data a run was trained on (its --dataset, its split), or ``dataset`` instead."""
+    return data_lib.load(dataset or settings.dataset, settings.data_dir, settings.seed)
+
+
+def shared_signal(run: Path, draws: int, dataset: str | None = None) -> dict:
     """At a trained run's best weights, on one training batch: the root-mean-square
     deviation of one draw of the classifier's ELBO gradient, for the unlabelled images
     alone and with the labelled ones in the same ELBO call. Trace_ELBO adds the log-ratio
@@ -173,7 +178,7 @@ def shared_signal(run: Path, draws: int, dataset: str) -> dict:
 
     loaded = load_run(run)
     pair, settings = loaded.pair, loaded.settings
-    data = data_lib.load(dataset, None, 0)
+    data = run_data(settings, dataset)
     labelled = data_lib.balanced_labels(data.train.y, settings.labels, data.num_classes,
                                         settings.seed)
     g = torch.Generator().manual_seed(1)
@@ -196,9 +201,10 @@ def shared_signal(run: Path, draws: int, dataset: str) -> dict:
             "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
 
 
-def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
+def code_of_runs(runs: list[Path], valid: int, dataset: str | None = None) -> dict:
     """where_the_class_is (class_code for the logistic-normal prior, auxiliary_use for
-    the ADGM) of each run at its best-validation and its last weights."""
+    the ADGM) of each run at its best-validation and its last weights, on the first
+    ``valid`` validation images of its own data (or of ``dataset``)."""
     from ppl_ssvae.run import RunError, load_run
 
     for run in runs:  # every run checked before the data are loaded
@@ -206,10 +212,10 @@ def code_of_runs(runs: list[Path], valid: int, dataset: str) -> dict:
         if not (run / "summary.json").is_file():
             raise RunError(f"{run} has no summary.json: let its training finish (or resume it) "
                            f"first")
-    data = data_lib.load(dataset, None, 0)
-    x, y = data.valid.x[:valid], data.valid.y[:valid]
     measured = {}
     for run in runs:
+        data = run_data(load_run(run, which="last").settings, dataset)
+        x, y = data.valid.x[:valid], data.valid.y[:valid]
         summary = json.loads((run / "summary.json").read_text())
         kept = ("best", "last") if (run / "best.pt").is_file() else ("last",)  # older runs
         if summary.get("best_epoch") == summary.get("epochs_trained"):

@@ -37,8 +37,11 @@ from ppl_ssvae.io import prepare_output_dir, write_json, write_text
 from ppl_ssvae.objective import SSVAE
 from ppl_ssvae.registry import MODELS, build
 
-# what runs written before config.json recorded their data had: MNIST's shape
-LEGACY_DATA = {"num_classes": 10, "x_dim": 784, "shape": [28, 28]}
+# what runs written before config.json recorded their data had, by --dataset (the
+# built-in data sets have fixed shapes; a .npz file's are unknown)
+_MNIST_SHAPE = {"num_classes": 10, "x_dim": 784, "shape": [28, 28]}
+LEGACY_DATA = {"mnist": _MNIST_SHAPE, "fashion-mnist": _MNIST_SHAPE, "synthetic": _MNIST_SHAPE,
+               "two-digit-mnist": {"num_classes": 100, "x_dim": 1568, "shape": [28, 56]}}
 
 
 class InputError(ValueError):
@@ -181,7 +184,12 @@ def load_run(directory: str | Path, device: str = "cpu", which: str = "best") ->
     except (OSError, json.JSONDecodeError) as e:
         raise RunError(f"{config_path} is not readable JSON ({e}): restore it from the run") from None
     settings = Settings.from_dict(config).replace(device=device)
-    info = config.get("data") or LEGACY_DATA
+    info = config.get("data") or LEGACY_DATA.get(settings.dataset)
+    if info is None:
+        raise RunError(f"{config_path} does not record its data's shape (written before "
+                       f"ppl-ssvae recorded it) and --dataset {settings.dataset} has no fixed "
+                       f"one: add to it \"data\": {{\"num_classes\": K, \"x_dim\": D, "
+                       f"\"shape\": [D]}}")
     pair = build(settings, info["num_classes"], info["x_dim"])
     if which not in ("best", "last"):
         raise RunError(f"which must be 'best' or 'last', got {which!r}")

@@ -323,3 +323,34 @@ def test_diagnose_of_a_directory_that_is_not_a_run_says_so_in_one_line(tmp_path,
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "is not a run directory" in err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_diagnose_measures_a_run_on_its_own_data(tmp_path, capsys):
+    """--code reads a run's --dataset from its config.json (synthetic here: with MNIST's
+    data the measurement would not be of the images it was trained on)."""
+    import shutil
+
+    import torch
+
+    from conftest import small_settings
+    from experiments import diagnose
+    from ppl_ssvae import train
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    train(small_settings(max_steps=10, epochs=1, batch_size=100, out=str(run), figures=False))
+    assert diagnose.main(["--code", str(run), "--valid", "200", "--out",
+                          str(tmp_path / "code.json")]) == 0
+    (measured, *_) = json.loads((tmp_path / "code.json").read_text()).values()
+    assert 0.0 <= measured["z_probe_accuracy"] <= 1.0 and measured["valid_accuracy"] > 0.2
+
+    older = tmp_path / "older"  # a config.json without its data, naming other data
+    shutil.copytree(run, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["data"]
+    (older / "config.json").write_text(json.dumps({**config, "dataset": "two-digit-mnist"}))
+    capsys.readouterr()
+    assert diagnose.main(["--code", str(older), "--out", str(tmp_path / "older.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not fit this pair" in err
+    assert not (tmp_path / "older.json").exists()

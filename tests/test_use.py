@@ -7,6 +7,7 @@ import csv
 import gzip
 import json
 import math
+import shutil
 import struct
 
 import numpy as np
@@ -65,6 +66,29 @@ def test_load_run_rebuilds_the_pair_and_predicts(run_dir, test_images):
     for name, value in run.pair.state_dict().items():
         torch.testing.assert_close(value, payload["networks"][name])
     assert run.model is run.pair.model and run.guide is run.pair.guide
+
+
+def test_a_run_that_did_not_record_its_data_gets_its_data_sets_shape(run_dir, tmp_path):
+    from ppl_ssvae.checkpoint import CheckpointError
+    from ppl_ssvae.run import RunError
+
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["data"]  # as config.json was written before it recorded the data
+
+    def written_for(dataset):
+        (older / "config.json").write_text(json.dumps({**config, "dataset": dataset}))
+
+    written_for("synthetic")
+    run = load_run(older)
+    assert (run.num_classes, run.shape) == (10, (28, 28))
+    written_for("two-digit-mnist")  # built for 100 classes: these weights do not fit it
+    with pytest.raises(CheckpointError, match=r"torch.Size\(\[10\]\).*torch.Size\(\[100\]\)"):
+        load_run(older)
+    written_for(str(tmp_path / "mine.npz"))  # no fixed shape to fall back on
+    with pytest.raises(RunError, match="does not record its data's shape"):
+        load_run(older)
 
 
 def test_samples_have_the_data_shape_and_the_class_asked_for(run_dir):
