@@ -250,8 +250,9 @@ def table(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines += ["", f"Budget: {summary['budget']:,.0f} s of training per run ({summary['clock']} "
               f"time, one thread, evaluation excluded). Validation accuracy, mean over the seeds "
-              f"of each row (of {seeds}); exact = m2/enum's final accuracy; step ms: CPU milliseconds per "
-              f"training step. Data: {data}."]
+              f"of each row (of {seeds}); exact = m2/enum's final accuracy; \"≤ s\": already "
+              f"reached at a run's first measurement; step ms: CPU milliseconds per training "
+              f"step. Data: {data}."]
     verdicts = [line for panel in summary["panels"].values() for line in panel["targets"]]
     if verdicts:
         lines += [""] + [f"- {line}" for line in verdicts]
