@@ -77,8 +77,16 @@ def test_the_aggregate_reads_the_curves(tmp_path):
 def test_a_target_met_at_the_first_measurement_is_a_bound(tmp_path):
     write_run(tmp_path, "two-digit-mnist", "m2/enum", 0, [(10, 0.2), (80, 0.5)], 100)
     write_run(tmp_path, "two-digit-mnist", "m2/gumbel-cat-kl", 0, [(30, 0.55), (80, 0.6)], 100)
-    summary = timebudget.aggregate(tmp_path, [("two-digit-mnist", 1000)],
+    write_run(tmp_path, "mnist", "m2/enum", 0, [(10, 0.9), (80, 0.95)], 10)
+    write_run(tmp_path, "mnist", "m2/gumbel-cat-kl", 0, [(20, 0.96), (80, 0.97)], 10)
+    summary = timebudget.aggregate(tmp_path, [("two-digit-mnist", 1000), ("mnist", 100)],
                                    ["m2/enum", "m2/gumbel-cat-kl"], [0], 80.0)
+    # the targets are set at K = 100: at K = 10 the same measurements, not judged
+    assert summary["panels"]["mnist"]["targets"] == [
+        "K = 10: m2/gumbel-cat-kl reaches the exact sum's final accuracy (95.0%) in at most 20 s "
+        "(its first measurement), 0.25 of the budget.",
+        "K = 10: the best relaxed method, m2/gumbel-cat-kl, ends at 97.0%, +2.0 points from the "
+        "exact sum."]
     relaxed = summary["panels"]["two-digit-mnist"]["methods"]["m2/gumbel-cat-kl"]
     assert relaxed["seconds_to_100"] == 30.0 and relaxed["seconds_to_100_is_bound"]
     exact = summary["panels"]["two-digit-mnist"]["methods"]["m2/enum"]
