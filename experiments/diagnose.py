@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             measured = (code_of_runs(args.code, args.valid, args.dataset) if args.code else
-                        {f"{r.parent.name}/{r.name}": shared_signal(r, args.draws, args.dataset)
+                        {str(r): shared_signal(r, args.draws, args.dataset)
                          for r in args.signal})
         except (RunError, CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)

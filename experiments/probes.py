@@ -226,6 +226,6 @@ def code_of_runs(runs: list[Path], valid: int, dataset: str | None = None) -> di
             epoch = summary.get("best_epoch" if which == "best" else "epochs_trained")
             code = (class_code if hasattr(loaded.pair.guide, "scores") else
                     auxiliary_use if hasattr(loaded.pair.guide, "encode_a") else where_the_class_is)
-            measured[f"{run.parent.name}/{run.name} ({which})"] = {
+            measured[f"{run} ({which})"] = {
                 "epoch": epoch, **code(loaded.pair, x, y)}
     return measured

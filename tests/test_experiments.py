@@ -341,7 +341,7 @@ def test_diagnose_measures_a_run_on_its_own_data(tmp_path, capsys):
     train(small_settings(max_steps=10, epochs=1, batch_size=100, out=str(run), figures=False))
     assert diagnose.main(["--code", str(run), "--valid", "200", "--out",
                           str(tmp_path / "code.json")]) == 0
-    (measured, *_) = json.loads((tmp_path / "code.json").read_text()).values()
+    measured = json.loads((tmp_path / "code.json").read_text())[f"{run} (best)"]  # its path
     assert 0.0 <= measured["z_probe_accuracy"] <= 1.0 and measured["valid_accuracy"] > 0.2
 
     older = tmp_path / "older"  # a config.json without its data, naming other data
