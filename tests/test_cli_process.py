@@ -23,7 +23,10 @@ def ppl_ssvae(*argv: str) -> list[str]:
     return [sys.executable, "-m", "ppl_ssvae", *argv]
 
 
-def test_ctrl_c_while_importing_is_quiet():
+def interrupt_while_importing() -> subprocess.CompletedProcess | None:
+    """``ppl-ssvae list``, sent SIGINT once torch's libraries are being loaded; None when
+    the command had already finished its work (a loaded machine can deschedule this
+    test past the whole import): the signal came too late to test anything."""
     process = subprocess.Popen(ppl_ssvae("list"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=ENV)
     maps = Path(f"/proc/{process.pid}/maps")
@@ -39,9 +42,21 @@ def test_ctrl_c_while_importing_is_quiet():
         pytest.skip("no /proc to see the import under way")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines() == ["ppl-ssvae: interrupted"]
+    if process.returncode == 0 and out.strip() and not err:  # it had listed everything
+        return None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_ctrl_c_while_importing_is_quiet():
+    for _ in range(5):
+        done = interrupt_while_importing()
+        if done is not None:
+            break
+    else:
+        pytest.fail("five times the command finished before SIGINT reached it")
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["ppl-ssvae: interrupted"]
 
 
 def run_into_a_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
