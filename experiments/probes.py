@@ -207,14 +207,20 @@ def code_of_runs(runs: list[Path], valid: int, dataset: str | None = None) -> di
     ``valid`` validation images of its own data (or of ``dataset``)."""
     from ppl_ssvae.run import RunError, load_run
 
+    settings = {}
     for run in runs:  # every run checked before the data are loaded
-        load_run(run, which="last")
+        settings[run] = load_run(run, which="last").settings
         if not (run / "summary.json").is_file():
             raise RunError(f"{run} has no summary.json: let its training finish (or resume it) "
                            f"first")
+    loaded_data = {}  # each data set loaded once
     measured = {}
     for run in runs:
-        data = run_data(load_run(run, which="last").settings, dataset)
+        s = settings[run]
+        source = (dataset or s.dataset, s.data_dir, s.seed)
+        if source not in loaded_data:
+            loaded_data[source] = run_data(s, dataset)
+        data = loaded_data[source]
         x, y = data.valid.x[:valid], data.valid.y[:valid]
         summary = json.loads((run / "summary.json").read_text())
         kept = ("best", "last") if (run / "best.pt").is_file() else ("last",)  # older runs

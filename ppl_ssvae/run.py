@@ -21,6 +21,7 @@ the run expects.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ppl_ssvae import evaluate, plots
 from ppl_ssvae.batch import one_hot
 from ppl_ssvae.checkpoint import load_weights
 from ppl_ssvae.config import Settings
+from ppl_ssvae.data import two_digit
 from ppl_ssvae.io import prepare_output_dir, write_json, write_text
 from ppl_ssvae.objective import SSVAE
 from ppl_ssvae.registry import MODELS, build
@@ -41,7 +43,8 @@ from ppl_ssvae.registry import MODELS, build
 # built-in data sets have fixed shapes; a .npz file's are unknown)
 _MNIST_SHAPE = {"num_classes": 10, "x_dim": 784, "shape": [28, 28]}
 LEGACY_DATA = {"mnist": _MNIST_SHAPE, "fashion-mnist": _MNIST_SHAPE, "synthetic": _MNIST_SHAPE,
-               "two-digit-mnist": {"num_classes": 100, "x_dim": 1568, "shape": [28, 56]}}
+               "two-digit-mnist": {"num_classes": 100, "x_dim": math.prod(two_digit.SHAPE),
+                                   "shape": list(two_digit.SHAPE)}}
 
 
 class InputError(ValueError):
