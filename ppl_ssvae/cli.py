@@ -79,19 +79,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ppl_ssvae.inference import INFERENCES
-    from ppl_ssvae.registry import table
+    from ppl_ssvae.registry import inference_table, table
 
     rows = table()
     width = max(len(name) for name, _, _ in rows)
     inference_width = max(len(inferences) for _, inferences, _ in rows)
     for name, inferences, description in rows:
         print(f"{name:<{width}}  {inferences:<{inference_width}}  {description}")
-    if args.verbose:
-        print()
-        name_width = max(len(name) for name in INFERENCES)
-        for inference in INFERENCES.values():
-            print(f"  {inference.name:<{name_width}}  {inference.description}")
+    methods = inference_table()
+    widths = [max(len(row[i]) for row in methods) for i in range(3)]
+    widths[1], widths[2] = max(widths[1], len("passes")), max(widths[2], len("defaults"))
+    header = f"\n{'inference':<{widths[0]}}  {'passes':<{widths[1]}}  {'defaults':<{widths[2]}}"
+    print(header + "  description" if args.verbose else header.rstrip())
+    for name, passes, defaults, description in methods:
+        line = f"{name:<{widths[0]}}  {passes:<{widths[1]}}  {defaults:<{widths[2]}}"
+        print(line + f"  {description}" if args.verbose else line.rstrip())
     return 0
 
 

@@ -99,8 +99,14 @@ class Settings:
                   "for methods whose ELBO is TraceEnum_ELBO or Trace_ELBO, without "
                   "--temperature-decay"},
     )
-    particles: int = field(
-        default=1, metadata={"help": "samples per example for the ELBO (iwae: importance samples)"}
+    particles: int | None = field(
+        default=None, metadata={"help": "samples per example for the ELBO (iwae: importance "
+                                "samples); default: the inference method's (1 for most)"}
+    )
+    samples: int | None = field(
+        default=None, metadata={"help": "the inference method's own count: k labels summed "
+                                "(sum-and-sample), S labels drawn (rloo, unordered-set), noise "
+                                "draws (gumbel-rao); default: the method's (ppl-ssvae list)"}
     )
     # optimisation
     epochs: int = field(default=10, metadata={"help": "passes over the unlabelled set"})
@@ -206,12 +212,16 @@ def validate(settings: Settings) -> Settings:
         if isinstance(value, float) and not math.isfinite(value):
             raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
-                "temperature_min", "z_dim", "particles", "eval_batch_size",
+                "temperature_min", "z_dim", "eval_batch_size",
                 "dirichlet_concentration")
     for name in positive:
         value = getattr(settings, name)
         if not value > 0:
             raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if settings.particles is not None and settings.particles <= 0:
+        raise SettingsError(f"--particles must be positive, got {settings.particles}")
+    if settings.samples is not None and settings.samples < 0:
+        raise SettingsError(f"--samples must not be negative, got {settings.samples}")
     if settings.max_steps is not None and settings.max_steps <= 0:
         raise SettingsError(f"--max-steps must be positive, got {settings.max_steps}")
     if settings.labels <= 0:

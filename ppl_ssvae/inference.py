@@ -33,11 +33,13 @@ from pyro.infer import (
 from torch import nn
 
 from ppl_ssvae.batch import Part
+from ppl_ssvae.estimators import RLOO, LabelEstimator, SumAndSample, UnorderedSet
 from ppl_ssvae.iwae import ImportanceWeightedELBO
 from ppl_ssvae.nets import MLP
 from ppl_ssvae.relaxed import (
     CategoricalKLConcrete,
     CategoricalKLConcreteStraightThrough,
+    CategoricalKLGumbelRao,
     CategoricalKLLogisticNormal,
     Concrete,
     ConcreteStraightThrough,
@@ -49,6 +51,8 @@ MAX_PLATE_NESTING = 1
 CONCRETE = {(False, False): Concrete, (False, True): ConcreteStraightThrough,
             (True, False): CategoricalKLConcrete, (True, True): CategoricalKLConcreteStraightThrough}
 RELAXATIONS = ("gumbel", "st-gumbel", "logistic-normal")
+GUMBEL_RAO = "gumbel-rao"  # straight-through, its backward pass averaged over Gumbel noise
+RELAXED_FAMILIES = (*RELAXATIONS, GUMBEL_RAO)
 # Pyro's JIT-compiled ELBOs (--jit), checked against the uncompiled ones on the same
 # draws (tests/test_plain_pyro.py). Left out: JitTraceGraph_ELBO, whose tracing fails
 # ("Cannot insert a Tensor that requires grad as a constant": the guide reads the
@@ -175,13 +179,17 @@ class RelaxedY(ExactY):
 
     def __init__(self, temperature: float = 1.0, minimum: float | None = None,
                  decay: float = 0.0, straight_through: bool = False,
-                 relaxation: str | None = None, categorical_kl: bool = False):
+                 relaxation: str | None = None, categorical_kl: bool = False,
+                 noise_draws: int = 1):
         super().__init__()
         relaxation = relaxation or ("st-gumbel" if straight_through else "gumbel")
-        if relaxation not in RELAXATIONS:
-            raise ValueError(f"unknown relaxation {relaxation!r}: use one of {RELAXATIONS}")
+        if relaxation not in RELAXED_FAMILIES:
+            raise ValueError(f"unknown relaxation {relaxation!r}: use one of {RELAXED_FAMILIES}")
+        if relaxation == GUMBEL_RAO and not categorical_kl:
+            raise ValueError("gumbel-rao is scored by the categorical KL (categorical_kl=True)")
         self.relaxation = relaxation
-        self.straight_through = relaxation == "st-gumbel"
+        self.straight_through = relaxation in ("st-gumbel", GUMBEL_RAO)
+        self.noise_draws = noise_draws
         self.initial = temperature
         self.minimum = temperature if minimum is None else min(minimum, temperature)
         self.decay = decay
@@ -196,6 +204,8 @@ class RelaxedY(ExactY):
         if self.relaxation == "logistic-normal":
             cls = CategoricalKLLogisticNormal if self.categorical_kl else LogisticNormalSimplex
             return cls(temperature, logits)
+        if self.relaxation == GUMBEL_RAO:
+            return CategoricalKLGumbelRao(temperature, logits=logits, noise_draws=self.noise_draws)
         cls = CONCRETE[self.categorical_kl, self.straight_through]
         return cls(temperature, logits=logits)
 
@@ -204,12 +214,22 @@ class RelaxedY(ExactY):
 
 @dataclass
 class Inference:
-    """One inference method of ``ppl-ssvae list``: a name, what it does, the family
-    of y it asks model and guide for, and its ELBO class.
+    """One inference method of ``ppl-ssvae list``, everything about it in one entry:
 
-    ``family``: ``"exact"`` (y a categorical, enumerated if ``infer`` says so),
-    ``"sampled"`` (y sampled, score-function gradient, with ``baseline``), or one of
-    ``RELAXATIONS``.
+    - ``name``, ``description``: what ``--inference`` takes and what it does to y;
+    - ``family``: what model and guide are asked for y: ``"exact"`` (a categorical,
+      enumerated if ``infer`` says so; also the family of the label estimators, which
+      set y's values themselves), ``"sampled"`` (drawn, score-function gradient, with
+      ``baseline``), or one of ``RELAXED_FAMILIES``;
+    - ``elbo_class``: Pyro's ELBO or the library's own (``ppl_ssvae.iwae``,
+      ``ppl_ssvae.estimators``);
+    - ``passes``: its cost, in decoder passes per unlabelled image;
+    - ``defaults``: its own settings when the command line leaves them out
+      (``samples``: k, S or the noise draws; ``particles``);
+    - ``models``: the models that accept it, beyond those listing it in the registry
+      (a new method declares them here, and nowhere else);
+    - ``per_part``: the objective calls the ELBO on each part of a batch apart (a
+      sampled y's score-function term would otherwise carry the other plate's terms).
     """
 
     name: str
@@ -219,16 +239,40 @@ class Inference:
     baseline: str = "none"
     elbo_class: type = Trace_ELBO
     categorical_kl: bool = False
+    passes: str = "1"
+    defaults: dict = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    per_part: bool = False
 
     @property
     def straight_through(self) -> bool:
         return self.family == "st-gumbel"
 
+    @property
+    def samples_meaning(self) -> str | None:
+        """What ``--samples`` counts for this method, or None if it takes none."""
+        if self.family == GUMBEL_RAO:
+            return "noise draws per image"
+        if isinstance(self.elbo_class, type) and issubclass(self.elbo_class, LabelEstimator):
+            return self.elbo_class.samples_name
+        return None
+
+    def resolve(self, settings):
+        """``settings`` with this method's defaults where the command line left them
+        unset (None); ``--samples`` for a method that takes none is refused."""
+        if settings.samples is not None and self.samples_meaning is None:
+            raise ValueError(f"--inference {self.name} takes no --samples (the methods that "
+                             f"do: {', '.join(n for n, i in INFERENCES.items() if i.samples_meaning)})")
+        changes = {name: value for name, value in {"particles": 1, **self.defaults}.items()
+                   if getattr(settings, name) is None}
+        return settings.replace(**changes) if changes else settings
+
     def y_family(self, settings) -> ExactY:
-        if self.family in RELAXATIONS:
+        if self.family in RELAXED_FAMILIES:
             return RelaxedY(settings.temperature, settings.temperature_min,
                             settings.temperature_decay, relaxation=self.family,
-                            categorical_kl=self.categorical_kl)
+                            categorical_kl=self.categorical_kl,
+                            noise_draws=settings.samples or 1)
         if self.family == "sampled":
             return SampledY(self.baseline)
         return ExactY(self.infer)
@@ -238,13 +282,15 @@ class Inference:
         if self.elbo_class not in JIT_ELBOS:
             return (f"--inference {self.name} uses {self.elbo_class.__name__}, which has no "
                     f"JIT version that works here (see ppl_ssvae/inference.py, JIT_ELBOS)")
-        if self.family in RELAXATIONS and settings.temperature_decay > 0:
+        if self.family in RELAXED_FAMILIES and settings.temperature_decay > 0:
             return ("the temperature would be a constant of the compiled ELBO, so it cannot "
                     "follow --temperature-decay")
         return None
 
     def elbo(self, settings) -> ELBO:
-        particles = max(1, settings.particles)
+        if issubclass(self.elbo_class, LabelEstimator):
+            return self.elbo_class(settings.samples, max_plate_nesting=MAX_PLATE_NESTING)
+        particles = max(1, settings.particles or 1)
         kwargs = dict(num_particles=particles, max_plate_nesting=MAX_PLATE_NESTING,
                       vectorize_particles=particles > 1)
         if self.elbo_class is TraceEnum_ELBO and self.infer.get("enumerate") == "sequential":
@@ -261,11 +307,12 @@ INFERENCES: dict[str, Inference] = {
     inference.name: inference
     for inference in [
         Inference("enum", "exact sum over y, enumerated in parallel (TraceEnum_ELBO)",
-                  "exact", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO),
+                  "exact", {"enumerate": "parallel"}, elbo_class=TraceEnum_ELBO, passes="K"),
         Inference("enum-seq", "exact sum over y, one y value at a time (TraceEnum_ELBO)",
-                  "exact", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO),
+                  "exact", {"enumerate": "sequential"}, elbo_class=TraceEnum_ELBO, passes="K"),
         Inference("score", "one y sampled, score-function gradient, no baseline: the "
-                  "original's ApproxM2 (Trace_ELBO)", "sampled", elbo_class=Trace_ELBO),
+                  "original's ApproxM2 (Trace_ELBO)", "sampled", elbo_class=Trace_ELBO,
+                  per_part=True),
         Inference("tracegraph", "one y sampled, score function with a running-average "
                   "baseline (TraceGraph_ELBO)", "sampled", baseline="average",
                   elbo_class=TraceGraph_ELBO),
@@ -289,15 +336,31 @@ INFERENCES: dict[str, Inference] = {
                   "logistic-normal", elbo_class=TraceMeanField_ELBO, categorical_kl=True),
         Inference("iwae", "importance-weighted bound, --particles samples per image; M2's y "
                   "relaxed as in gumbel (ImportanceWeightedELBO)", "gumbel",
-                  elbo_class=ImportanceWeightedELBO),
+                  elbo_class=ImportanceWeightedELBO, passes="particles"),
         Inference("iwae-logistic-normal", "importance-weighted bound, --particles samples per "
                   "image; y relaxed as in logistic-normal (ImportanceWeightedELBO)",
-                  "logistic-normal", elbo_class=ImportanceWeightedELBO),
+                  "logistic-normal", elbo_class=ImportanceWeightedELBO, passes="particles"),
+        Inference("sum-and-sample", "the k most probable y summed exactly, one drawn from "
+                  "the rest, score function baselined by the summed ones (Liu et al. 2019; "
+                  "--samples k, default 4)", "exact", elbo_class=SumAndSample,
+                  passes="k + 1", defaults={"samples": 4}, models=("m2", "adgm")),
+        Inference("rloo", "S values of y drawn, each one's score function baselined by the "
+                  "others' mean (Kool et al. 2019; --samples S, default 4)", "exact",
+                  elbo_class=RLOO, passes="S", defaults={"samples": 4}, models=("m2", "adgm")),
+        Inference("unordered-set", "S distinct values of y drawn without replacement, the "
+                  "unordered set estimator with its built-in baseline (Kool et al. 2020; "
+                  "--samples S, default 4)", "exact", elbo_class=UnorderedSet, passes="S",
+                  defaults={"samples": 4}, models=("m2", "adgm")),
+        Inference("gumbel-rao", "straight-through Gumbel-Softmax, its backward pass averaged "
+                  "over Gumbel noise given the class drawn (Paulus et al. 2021; --samples noise "
+                  "draws, default 10); categorical KL (TraceMeanField_ELBO)", GUMBEL_RAO,
+                  elbo_class=TraceMeanField_ELBO, categorical_kl=True,
+                  defaults={"samples": 10}, models=("m2",)),
         Inference("reparam", "every latent reparameterised, one sample (Trace_ELBO)",
                   "exact", elbo_class=Trace_ELBO),
         Inference("analytic-kl", "closed-form KL terms where they exist "
                   "(TraceMeanField_ELBO)", "exact", elbo_class=TraceMeanField_ELBO),
         Inference("ml", "maximum likelihood: no latent variables (Trace_ELBO)", "exact",
-                  elbo_class=Trace_ELBO),
+                  elbo_class=Trace_ELBO, passes="0"),
     ]
 }

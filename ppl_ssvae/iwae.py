@@ -22,13 +22,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_if_enumerated
 
-PARTICLE_PLATE = "num_particles_vectorized"  # the plate Pyro's ELBO adds for particles
+from ppl_ssvae.terms import per_example_terms
 
 
 class ImportanceWeightedELBO(ELBO):
@@ -44,27 +43,13 @@ class ImportanceWeightedELBO(ELBO):
     def _log_weights(self, model_trace, guide_trace) -> dict[str, tuple[torch.Tensor, float]]:
         """plate name -> (log w of each example, with the particles in front if
         vectorised; the plate's scale N / B)."""
-        weights: dict[str, list] = {}
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                if sign < 0 and not site["fn"].has_rsample:
-                    raise NotImplementedError(
-                        f"iwae needs every latent reparameterised; guide site {name!r} is not "
-                        "(use a relaxed or reparameterised inference method)")
-                plates = [f for f in site["cond_indep_stack"]
-                          if f.vectorized and f.name != PARTICLE_PLATE]
-                if len(plates) != 1:
-                    raise ValueError(f"iwae weighs each data point separately: site {name!r} "
-                                     "must sit in exactly one data plate")
-                log_p = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
-                entry = weights.setdefault(plates[0].name, [0.0, float(site["scale"])])
-                if not math.isclose(entry[1], float(site["scale"])):
-                    raise ValueError(f"iwae: the sites of plate {plates[0].name!r} are scaled "
-                                     "differently, so their weights have no common scale")
-                entry[0] = entry[0] + sign * log_p
-        return {plate: (log_w, scale) for plate, (log_w, scale) in weights.items()}
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample" and not site["fn"].has_rsample:
+                raise NotImplementedError(
+                    f"iwae needs every latent reparameterised; guide site {name!r} is not "
+                    "(use a relaxed or reparameterised inference method)")
+        plates = per_example_terms(model_trace, guide_trace, separate_labels=False)
+        return {name: (plate.log_weight, plate.scale) for name, plate in plates.items()}
 
     def _bound(self, model, guide, args, kwargs) -> torch.Tensor:
         particles = [self._log_weights(m, g) for m, g in self._get_traces(model, guide, args, kwargs)]

@@ -62,7 +62,7 @@ class SSVAE(nn.Module):
 
     def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, y_family: ExactY,
                  classifier_weight: float = 0.1, classifier_ramp_steps: int = 0,
-                 x_dim: int | None = None):
+                 x_dim: int | None = None, per_part: bool | None = None):
         super().__init__()
         self.model, self.guide, self.x_dim = model, guide, x_dim
         self.elbo, self.y_family = elbo, y_family
@@ -79,8 +79,12 @@ class SSVAE(nn.Module):
         # carry the whole labelled batch's terms too (noise, no information; measured in
         # the README). Each part in its own call, y learns from its own image alone, as
         # the original's ApproxM2 did. The loss and the reparameterised gradients are the
-        # same either way, and the draws come in the same order.
-        self.per_part = isinstance(y_family, SampledY) and isinstance(elbo, Trace_ELBO)
+        # same either way, and the draws come in the same order. The inference method
+        # says whether it needs this (``Inference.per_part``); a pair built by hand
+        # without saying gets it for a sampled y under Trace_ELBO.
+        if per_part is None:
+            per_part = isinstance(y_family, SampledY) and isinstance(elbo, Trace_ELBO)
+        self.per_part = per_part
 
     def _loss_and_grads(self, batch: Batch) -> float:
         """``elbo.loss_and_grads(model, guide, batch)`` (each part apart for a sampled y

@@ -96,8 +96,16 @@ def _adgm_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return ADGMGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout, family)
 
 
+def _with_declared(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the inference methods that declare it (``Inference.models``) added."""
+    declared = tuple(name for name, inference in INFERENCES.items()
+                     if spec.name in inference.models and name not in spec.inferences)
+    spec.inferences = spec.inferences + declared
+    return spec
+
+
 MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
+    spec.name: _with_declared(spec)
     for spec in [
         ModelSpec("m2", "Kingma et al.'s M2: y ~ Cat(1/K), z ~ N(0, I), x ~ Bernoulli(f(y, z))",
                   M2_INFERENCES, _m2, _m2_guide),
@@ -133,6 +141,10 @@ def resolve(settings: Settings) -> Settings:
     first listed method, its default. Raises ``UnsupportedError`` as ``check`` does."""
     spec = check(settings.model, settings.inference)
     settings = settings if settings.inference else settings.replace(inference=spec.inferences[0])
+    try:  # the method's own defaults (--samples, --particles)
+        settings = INFERENCES[settings.inference].resolve(settings)
+    except ValueError as e:
+        raise UnsupportedError(str(e)) from None
     problem = INFERENCES[settings.inference].jit_problem(settings) if settings.jit else None
     if problem:
         raise UnsupportedError(f"--jit: {problem}; drop --jit")
@@ -152,7 +164,7 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
         guide = spec.make_guide(settings, family, num_classes, x_dim)
     classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
     pair = SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
-                 settings.classifier_ramp_steps, x_dim)
+                 settings.classifier_ramp_steps, x_dim, per_part=inference.per_part)
     if settings.jit:  # evaluation runs without gradients, which a compiled ELBO cannot
         pair.eager_elbo = inference.elbo(settings.replace(jit=False))
     return pair
@@ -161,3 +173,13 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
 def table() -> list[tuple[str, str, str]]:
     """(model, inference methods, description) for ``ppl-ssvae list``."""
     return [(s.name, ", ".join(s.inferences), s.description) for s in MODELS.values()]
+
+
+def inference_table() -> list[tuple[str, str, str, str]]:
+    """(inference method, cost in decoder passes per unlabelled image, its defaults,
+    description) for ``ppl-ssvae list``."""
+    rows = []
+    for name, inference in INFERENCES.items():
+        defaults = ", ".join(f"--{key} {value}" for key, value in inference.defaults.items())
+        rows.append((name, inference.passes, defaults, inference.description))
+    return rows
