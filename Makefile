@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# (the variable silences Material's banner about MkDocs 2, printed on every build)
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: demo test lint bench figures tutorial clean
+.PHONY: demo test lint docs docs-serve bench figures tutorial clean
 
 $(STAMP): setup.py Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,16 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
+	$(MKDOCS) build --strict --quiet
+
+# The documentation site (mkdocs.yml, sources in docs/) into site/. --strict: a broken link,
+# a page missing from the navigation or an API name that does not resolve fails the build.
+# Offline: no theme fonts are fetched, the notebooks are rendered as committed (not run).
+docs: $(STAMP)
+	$(MKDOCS) build --strict --quiet
+
+docs-serve: $(STAMP)
+	$(MKDOCS) serve --strict
 
 # The plate diagram of every registered model (needs Graphviz: apt-get install graphviz).
 figures: $(STAMP)
@@ -44,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/ppl-ssvae bench --out experiments/results/bench
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs build site .cache *.egg-info .pytest_cache .ruff_cache

@@ -1,5 +1,9 @@
 from setuptools import setup
 
+# the documentation site (mkdocs.yml; `make docs`, and `make test` builds it strictly)
+DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26",
+        "mkdocstrings-python>=1.10", "mkdocs-jupyter>=0.25"]
+
 setup(
     name="ppl-ssvae",
     version="0.1.0",
@@ -18,7 +22,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"sklearn": ["scikit-learn>=1.3"], "dev": [
+    extras_require={"sklearn": ["scikit-learn>=1.3"], "docs": DOCS, "dev": DOCS + [
         "pytest>=7", "ruff>=0.5",
         # the estimator's tests and experiments/digits.py (the `sklearn` extra)
         "scikit-learn>=1.3",

@@ -19,7 +19,16 @@ TENSOR_FIELDS = ("x_u", "x_l", "y_l", "idx_u", "idx_l")
 
 @dataclass
 class Part:
-    """One plate's worth of data: ``y`` is ``None`` where the labels are unobserved."""
+    """One plate's worth of data, as `Batch.in_plates` yields it.
+
+    Attributes:
+        name: the plate's name, ``"unlabelled"`` or ``"labelled"``.
+        x: the images, (B, D).
+        y: their labels, or ``None`` where they are unobserved (y is then latent).
+        size: the size of the set the part stands for.
+        index: the indices drawn, if known.
+        weight: a multiplier of this set's terms, beyond the plate's N / B.
+    """
 
     name: str
     x: torch.Tensor
@@ -39,14 +48,28 @@ class Part:
 
 @dataclass
 class Batch:
-    """``x_u`` unlabelled images; ``x_l`` labelled images with their labels ``y_l``,
-    integer class indices of shape (B,) (one-hot rows, (B, K), are accepted and
-    turned into indices): the value of the ``Categorical`` site y.
+    """The argument of every model and guide: unlabelled and labelled images of one step.
 
-    ``n_u`` and ``n_l`` are the sizes of the sets the batch stands for (default: the
-    batch itself); ``idx_u`` and ``idx_l`` the indices drawn, if known. Either part
-    may be absent. ``labelled_weight`` multiplies every term of the labelled part
-    (``--labelled-weight``); the classifier's term is the objective's, not scaled.
+    Either part may be absent. ``batch.in_plates()`` enters each part into its plate, so
+    that one step is an unbiased estimate of the objective over the whole data set.
+
+    Attributes:
+        x_u: unlabelled images, (B, D) or (B, *shape).
+        x_l: labelled images.
+        y_l: their labels, integer class indices of shape (B,) (one-hot rows, (B, K), are
+            accepted and turned into indices): the value of the ``Categorical`` site y.
+        n_u: the size of the unlabelled set the batch stands for (default: the batch itself).
+        n_l: the same for the labelled set.
+        idx_u: the indices of the unlabelled images drawn, if known.
+        idx_l: the same for the labelled images.
+        labelled_weight: multiplies every term of the labelled part
+            (``--labelled-weight``); the classifier's term is the objective's, not scaled.
+
+    Example:
+        ```python
+        batch = Batch(x_u=x[:100], x_l=x[100:110], y_l=y[100:110], n_u=50_000, n_l=100)
+        loss = pair.loss(batch)          # the objective per image
+        ```
     """
 
     x_u: torch.Tensor | None = None
@@ -131,7 +154,15 @@ def flat_images(x: torch.Tensor, x_dim: int | None = None) -> torch.Tensor:
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The one-hot rows of class indices ``y``: shape (..., K)."""
+    """The one-hot rows of class indices.
+
+    Args:
+        y: integer class indices, any shape.
+        num_classes: K.
+
+    Returns:
+        A float tensor of shape (..., K).
+    """
     return F.one_hot(y, num_classes).to(torch.get_default_dtype())
 
 

@@ -14,6 +14,23 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Settings:
+    """Every setting of a training run, with its default: one flat, typed dataclass.
+
+    Each field is an option of `ppl-ssvae train`, spelt with dashes (`z_dim` is
+    `--z-dim`), and its `help` metadata is what `ppl-ssvae train --help` prints for it (the
+    table below). A run's `config.json` is `to_dict()` of the resolved settings, and
+    `SSVAEClassifier` takes the same fields as its parameters.
+
+    Example:
+        ```python
+        from ppl_ssvae import Settings, train
+
+        settings = Settings(model="m2", inference="gumbel-cat-kl", labels=100, epochs=30,
+                            out="runs/gumbel")
+        summary = train(settings.replace(max_steps=200))   # a short run first
+        ```
+    """
+
     # what to train
     model: str = field(default="m2", metadata={"help": "generative model (see `ppl-ssvae list`)"})
     inference: str | None = field(

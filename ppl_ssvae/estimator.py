@@ -54,8 +54,29 @@ PARAMETERS = [f for f in dataclasses.fields(Settings) if f.name not in NOT_PARAM
 
 
 class SSVAEClassifier(ClassifierMixin, BaseEstimator):
-    """A semi-supervised classifier trained by ``ppl_ssvae.train``; the parameters are
-    ``Settings`` fields (see ``ppl-ssvae train --help``) and ``out``."""
+    """A scikit-learn classifier trained by the library's own loop (``ppl_ssvae.train``).
+
+    A thin layer over `Settings` and `train`, not a second implementation. Labels follow
+    scikit-learn's convention for semi-supervised learning: an integer class, or -1 where
+    the label is unknown. Needs the ``sklearn`` extra (``pip install 'ppl-ssvae[sklearn]'``).
+
+    Args:
+        **params (Any): any field of `Settings` but those about data and files (``model``,
+            ``inference``, ``hidden``, ``z_dim``, ``epochs``, ``seed``, ...; defaults as
+            there), and ``out``: a directory to keep the run in (default: a temporary one,
+            removed after ``fit``).
+
+    Raises:
+        TypeError: a parameter that is not one of those.
+
+    Example:
+        ```python
+        clf = ppl_ssvae.SSVAEClassifier(hidden=(128,), z_dim=16, epochs=100)
+        clf.fit(x, y)                  # y = -1: unlabelled
+        clf.score(x_test, y_test)
+        clf.run.sample(8, y=3)         # the generative model behind it
+        ```
+    """
 
     def __init__(self, **params):
         defaults = {f.name: getattr(Settings(), f.name) for f in PARAMETERS}
@@ -81,6 +102,18 @@ class SSVAEClassifier(ClassifierMixin, BaseEstimator):
                         checkpoint_every=0)
 
     def fit(self, X, y) -> SSVAEClassifier:
+        """Train on ``X``, using the labels of ``y`` where they are known.
+
+        Args:
+            X (array): examples, (N, D) or (N, H, W).
+            y (array): one label per example: a class, or -1 where it is unknown.
+
+        Returns:
+            The fitted classifier.
+
+        Raises:
+            ValueError: ``y`` of the wrong length, or labels of fewer than two classes.
+        """
         x = _examples(X)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(x):
@@ -119,6 +152,7 @@ class SSVAEClassifier(ClassifierMixin, BaseEstimator):
         return self.run_.predict_proba(_examples(X)).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
+        """The most probable class of every example, as the labels of ``fit`` name them."""
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def score(self, X, y, sample_weight=None) -> float:

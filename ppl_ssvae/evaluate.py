@@ -34,7 +34,16 @@ def _images(pair: SSVAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Class probabilities of q(y | x)."""
+    """Class probabilities of q(y | x), in evaluation mode.
+
+    Args:
+        pair: a trained pair.
+        x: images, (N, D) or (N, *shape).
+        batch_size: images per forward pass.
+
+    Returns:
+        Probabilities, (N, K).
+    """
     x = _images(pair, x)
     with evaluation(pair):
         return torch.cat([pair.guide.classify(chunk).softmax(-1)
@@ -42,7 +51,17 @@ def predict(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> torch.Tenso
 
 
 def accuracy(pair: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    """The fraction of ``x`` whose most probable class under q(y | x) is ``y``."""
+    """The fraction of ``x`` whose most probable class under q(y | x) is ``y``.
+
+    Args:
+        pair: a trained pair.
+        x: images, (N, D) or (N, *shape).
+        y: their classes, (N,).
+        batch_size: images per forward pass.
+
+    Returns:
+        The accuracy, in [0, 1].
+    """
     return float((predict(pair, x, batch_size).argmax(-1) == y).float().mean())
 
 
@@ -51,7 +70,15 @@ def kl_per_dimension(pair: SSVAE, x: torch.Tensor, batch_size: int = 2000) -> to
 
     For a guide whose z reads continuous class weights (``continuous_y``), the KL of
     q(z | x, alpha) at alpha = softmax(classify(x)), q(alpha | x)'s point estimate.
-    Empty for a pair without a z (the ``mlp`` classifier)."""
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: images, (N, D) or (N, *shape).
+        batch_size: images per forward pass.
+
+    Returns:
+        One KL per dimension of z, in nats; empty for a pair without a z (the ``mlp``
+        classifier)."""
     guide = pair.guide
     if not hasattr(guide, "encode_z"):
         return torch.zeros(0)
@@ -100,11 +127,20 @@ def exact_y(pair: SSVAE) -> Iterator[None]:
 
 def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: int = 0,
                    exact: bool = True) -> float:
-    """The ELBO of log p(x) per image in nats for binarised ``x``, with one draw of
-    the continuous latents per image, fixed by ``seed``. ``exact=True`` sums y out
-    by enumeration (for models whose y is a discrete latent), so models trained
-    with different inference methods are scored by the same bound; otherwise the
-    pair's own estimator is used."""
+    """The ELBO of log p(x) per image, with one draw of the continuous latents per image.
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: binarised images, (N, D) or (N, *shape).
+        batch_size: images per forward pass.
+        seed: fixes the draws of the latents.
+        exact: sum y out by enumeration (for models whose y is a discrete latent), so that
+            models trained with different inference methods are scored by the same
+            bound; ``False``: the pair's own estimator.
+
+    Returns:
+        The mean ELBO per image, in nats.
+    """
     x = _images(pair, x)
     elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if exact else pair.eager_elbo
     swap = exact_y(pair) if exact else contextlib.nullcontext()
@@ -117,9 +153,16 @@ def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: i
 
 
 def guide_latents(pair: SSVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One draw from the guide of the continuous latents of unlabelled images ``x``,
-    by site name (``unlabelled/z``, and ``unlabelled/a`` for the ADGM): y is drawn
-    from q(y | x) on the way, z from q(z | x, y), and y itself is left out."""
+    """One draw from the guide of the continuous latents of unlabelled images ``x``: y
+    is drawn from q(y | x) on the way, z from q(z | x, y), and y itself is left out.
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: images, (N, D) or (N, *shape).
+
+    Returns:
+        The draws by site name: ``unlabelled/z``, and ``unlabelled/a`` for the ADGM.
+    """
     x = _images(pair, x)
     with evaluation(pair), exact_y(pair):
         trace = poutine.trace(pair.guide).get_trace(Batch(x_u=x))
@@ -131,12 +174,24 @@ def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
                      latents: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Class indices of unlabelled images ``x`` under the model's own posterior
     p(y | x, z) (and a, for the ADGM), computed by Pyro's ``infer_discrete`` on the
-    model under ``config_enumerate``, its continuous latents conditioned on
-    ``latents`` (default: one draw from the guide, ``guide_latents``).
-    ``temperature=0``: the MAP label; ``1``: a draw from the posterior.
+    model under ``config_enumerate``, its continuous latents conditioned on ``latents``.
 
-    This is the model's answer, given z, where ``predict`` is the guide's
-    classifier q(y | x); for a trained pair the two mostly agree."""
+    This is the model's answer, given z, where `predict` is the guide's classifier
+    q(y | x); for a trained pair the two mostly agree.
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: images, (N, D) or (N, *shape).
+        temperature: 0: the MAP label; 1: a draw from the posterior.
+        latents: the continuous latents by site name (default: one draw from the
+            guide, `guide_latents`).
+
+    Returns:
+        Class indices, (N,).
+
+    Raises:
+        ValueError: the model has no discrete latent y (its class weights are continuous).
+    """
     x = _images(pair, x)
     latents = guide_latents(pair, x) if latents is None else latents
     model = poutine.condition(config_enumerate(pair.model), data=latents)
@@ -152,16 +207,29 @@ def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
 def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool = True,
                  seed: int = 0, budget: int = 20_000) -> torch.Tensor:
     """The importance-sampled estimate of log p(x) of every row of ``x`` (Burda, Grosse
-    and Salakhutdinov 2016), with ``samples`` draws from the guide per image::
+    and Salakhutdinov 2016), with ``samples`` draws from the guide per image:
 
-        log p(x) ~ log sum_y (1/S) sum_s p(x, y, h_s) / q(h_s | x, y),   h_s ~ q(h | x, y)
+    ```
+    log p(x) ~ log sum_y (1/S) sum_s p(x, y, h_s) / q(h_s | x, y),   h_s ~ q(h | x, y)
+    ```
 
-    ``exact=True`` (models whose y is a discrete latent) sums y out exactly: each of
-    the K classes is run through the labelled path of model and guide, and only the
-    continuous latents h (z, and a for the ADGM) are importance-sampled. Otherwise the
-    unlabelled path is used as it is (models whose y is a leaf, with continuous class
-    weights in h). The estimate is a stochastic lower bound that tightens with S, and
-    S = 1 gives an ELBO. ``budget`` caps images x samples per forward pass."""
+    The estimate is a stochastic lower bound that tightens with S, and S = 1 gives an ELBO.
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: images, (N, D) or (N, *shape).
+        samples: S, the draws per image.
+        exact: ``True`` (models whose y is a discrete latent) sums y out exactly: each of
+            the K classes is run through the labelled path of model and guide, and only
+            the continuous latents h (z, and a for the ADGM) are importance-sampled.
+            ``False``: the unlabelled path as it is (models whose y is a leaf, with
+            continuous class weights in h).
+        seed: fixes the draws.
+        budget: caps images x samples per forward pass.
+
+    Returns:
+        log p(x) per image in nats, (N,).
+    """
     estimator = ImportanceWeightedELBO(num_particles=samples, vectorize_particles=samples > 1,
                                        max_plate_nesting=MAX_PLATE_NESTING)
     k = pair.model.num_classes
@@ -187,8 +255,18 @@ def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool =
 
 def latent_means(pair: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000
                  ) -> torch.Tensor:
-    """The means of q(z | x, y) at the given labels, (N, D); for a guide whose z reads
-    class weights (``continuous_y``), at the weights q(y | x) predicts."""
+    """The means of q(z | x, y) at the given labels; for a guide whose z reads class
+    weights (``continuous_y``), at the weights q(y | x) predicts.
+
+    Args:
+        pair: a trained pair (`build`, or `load_run(...).pair`).
+        x: images, (N, D) or (N, *shape).
+        y: their classes, (N,).
+        batch_size: images per forward pass.
+
+    Returns:
+        The means, (N, z_dim).
+    """
     guide = pair.guide
     out = []
     with evaluation(pair):

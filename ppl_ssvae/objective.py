@@ -114,7 +114,13 @@ class SSVAE(nn.Module):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), in evaluation mode: the prediction is their argmax.
-        ``x``: (B, D) images, or (B, 28, 28)."""
+
+        Args:
+            x: images, (B, D) or (B, *shape).
+
+        Returns:
+            The logits, (B, K).
+        """
         with evaluation(self):
             return self.guide.classify(flat_images(x, self.x_dim))
 
@@ -148,7 +154,16 @@ class SSVAE(nn.Module):
                 "classifier": classifier / n}
 
     def loss(self, batch: Batch, step: int = 0) -> float:
-        """The objective per image, in evaluation mode, without gradients."""
+        """The objective per image, in evaluation mode, without gradients.
+
+        Args:
+            batch: the images, labelled and unlabelled, and the sizes they stand for.
+            step: the training step, for settings that follow a schedule (the
+                temperature, the classifier weight's ramp).
+
+        Returns:
+            The negative ELBO plus the classifier term, per image the batch stands for.
+        """
         self.y_family.set_step(step)
         with evaluation(self), pyro.validation_enabled(self.validate):
             negative_elbo = self.eager_elbo.loss(self.model, self.guide, batch)

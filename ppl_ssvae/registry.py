@@ -36,6 +36,20 @@ Factory = Callable[[Settings, ExactY, int, int], nn.Module]  # (settings, y fami
 
 @dataclass
 class ModelSpec:
+    """One registered model: what `ppl-ssvae list` prints and what `build` builds.
+
+    Attributes:
+        name: the ``--model`` name.
+        description: the generative story, one line.
+        inferences: the inference methods it accepts; the first is the default.
+        make_model: builds the model from ``(settings, y_family, K, x_dim)``.
+        make_guide: builds the guide from the same arguments.
+        classifier_term: whether the objective adds Kingma et al.'s
+            ``alpha * -log q(y|x)`` over the labelled images.
+        make_pair: builds model and guide together, in place of the two factories, when
+            they share a network.
+    """
+
     name: str
     description: str
     inferences: tuple[str, ...]  # the first is the default
@@ -124,8 +138,18 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def check(model: str, inference: str | None = None) -> ModelSpec:
-    """The spec of ``model``, or an ``UnsupportedError`` that lists what is supported;
-    ``inference=None`` is the model's default, always supported."""
+    """The spec of ``model``, after checking that it accepts ``inference``.
+
+    Args:
+        model: a name in `MODELS`.
+        inference: an inference method; ``None`` is the model's default, always supported.
+
+    Returns:
+        The model's `ModelSpec`.
+
+    Raises:
+        UnsupportedError: an unknown model or method; the message lists what is supported.
+    """
     if model not in MODELS:
         raise UnsupportedError(f"unknown model {model!r}: choose one of {', '.join(MODELS)} "
                                f"(ppl-ssvae list)")
@@ -152,7 +176,32 @@ def resolve(settings: Settings) -> Settings:
 
 
 def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
-    """The model/guide pair, ELBO and objective that ``settings`` describe."""
+    """The model/guide pair, ELBO and objective that ``settings`` describe.
+
+    Args:
+        settings: the model (``settings.model``), the inference method
+            (``settings.inference``; ``None``: the model's first listed method) and the
+            networks' sizes.
+        num_classes: K, the number of classes (the data set's).
+        x_dim: the number of values of one example (784 for MNIST).
+
+    Returns:
+        The pair, an `SSVAE`: ``pair.model`` and ``pair.guide`` are plain Pyro callables
+        taking a `Batch`; ``pair.loss(batch)`` and ``pair.classify(x)`` evaluate it.
+
+    Raises:
+        UnsupportedError: an unknown model, or an inference method it does not accept.
+
+    Example:
+        ```python
+        import pyro
+        from ppl_ssvae import Settings, build
+
+        pair = build(Settings(model="m2", inference="enum"), num_classes=10, x_dim=784)
+        svi = pyro.infer.SVI(pair.model, pair.guide, pyro.optim.Adam({"lr": 1e-3}),
+                             pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
+        ```
+    """
     settings = resolve(settings)
     spec = check(settings.model, settings.inference)
     inference = INFERENCES[settings.inference]

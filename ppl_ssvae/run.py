@@ -57,7 +57,21 @@ class RunError(ValueError):
 
 @dataclass
 class Run:
-    """A trained model/guide pair with its settings and the shape of its data."""
+    """A trained model/guide pair with its settings and the shape of its data, as
+    `load_run` returns it.
+
+    Its methods take examples as an array or tensor (N, *shape) or (N, D), or one example,
+    checked against the run: a shape, type or range the run cannot take raises
+    ``InputError`` with what it expects.
+
+    Attributes:
+        directory: the run directory.
+        settings: the run's resolved `Settings`.
+        pair: the trained `SSVAE`.
+        num_classes: K.
+        shape: the shape of one example.
+        data: what the data fixed (``num_classes``, ``x_dim``, ``shape``), from ``config.json``.
+    """
 
     directory: Path
     settings: Settings
@@ -117,11 +131,31 @@ class Run:
         return torch.from_numpy(array).to(self._device())
 
     def predict_proba(self, x) -> torch.Tensor:
-        """q(y | x) for every example, (N, K)."""
+        """q(y | x) of every example.
+
+        Args:
+            x (array or tensor): examples, (N, *shape) or (N, D), or one example.
+
+        Returns:
+            Class probabilities, (N, K).
+
+        Raises:
+            InputError: ``x`` does not fit the run.
+        """
         return evaluate.predict(self.pair, self.inputs(x), self.settings.eval_batch_size)
 
     def predict(self, x) -> torch.Tensor:
-        """The most probable class under q(y | x) of every example, (N,)."""
+        """The most probable class under q(y | x) of every example.
+
+        Args:
+            x (array or tensor): examples, (N, *shape) or (N, D), or one example.
+
+        Returns:
+            Class indices, (N,).
+
+        Raises:
+            InputError: ``x`` does not fit the run.
+        """
         return self.predict_proba(x).argmax(-1)
 
     def _require_decoder(self, what: str) -> None:
@@ -130,8 +164,20 @@ class Run:
                            f"{what}: use a run of a generative model (m2, adgm, ...)")
 
     def sample(self, n: int = 8, y: int | None = None, seed: int = 0) -> torch.Tensor:
-        """Means of p(x | y, z) at n draws z ~ N(0, I), shaped as the data (n, *shape);
-        ``y`` a class, or None to draw each from p(y) (uniform)."""
+        """Means of p(x | y, z) at ``n`` draws z ~ N(0, I).
+
+        Args:
+            n: how many.
+            y: a class, or ``None`` to draw each from p(y) (uniform).
+            seed: seeds the draws of z (and of y).
+
+        Returns:
+            Images shaped as the data, (n, *shape).
+
+        Raises:
+            InputError: ``y`` is not a class of the run.
+            RunError: the model has no p(x | y, z) (``mlp``).
+        """
         self._require_decoder("sample")
         k = self.num_classes
         if y is not None and not 0 <= y < k:
@@ -160,8 +206,21 @@ class Run:
         return "enum" in MODELS[self.settings.model].inferences
 
     def log_marginal(self, x, samples: int = 100, seed: int = 0) -> torch.Tensor:
-        """Importance-sampled log p(x) of every example (Burda et al. 2016), ``samples``
-        draws per image, exact in y where the model can enumerate it; (N,), nats."""
+        """Importance-sampled log p(x) of every example (Burda et al. 2016), exact in y
+        where the model can enumerate it.
+
+        Args:
+            x (array or tensor): examples, (N, *shape) or (N, D), or one example.
+            samples: importance samples per example; 1 gives an ELBO.
+            seed: seeds the draws.
+
+        Returns:
+            log p(x) in nats, (N,).
+
+        Raises:
+            InputError: ``x`` does not fit the run, or ``samples`` < 1.
+            RunError: the model has no p(x | y, z) (``mlp``).
+        """
         self._require_decoder("score log p(x)")
         if samples < 1:
             raise InputError(f"samples must be positive, got {samples}")
@@ -170,10 +229,34 @@ class Run:
 
 
 def load_run(directory: str | Path, device: str = "cpu", which: str = "best") -> Run:
-    """The run trained into ``directory``: its settings and the pair with its weights, on
-    ``device``. ``which="best"`` (the default): the best-validation weights (``best.pt``),
-    those ``summary.json``'s ``test_accuracy`` describes; ``"last"``: the last checkpoint's.
-    A run without ``best.pt`` (written before it was kept) gets the last weights."""
+    """The run trained into ``directory``: its settings and the pair with its weights.
+
+    A run directory is self-describing: ``config.json`` and the checkpoint are enough to
+    rebuild the pair, with nothing else that the run already knows.
+
+    Args:
+        directory: the ``--out`` of a ``ppl-ssvae train`` run.
+        device: where to put the pair (``"cpu"``, ``"cuda"``).
+        which: ``"best"`` (the default): the best-validation weights (``best.pt``), those
+            ``summary.json``'s ``test_accuracy`` describes; ``"last"``: the last
+            checkpoint's. A run without ``best.pt`` (written before it was kept) gets the
+            last weights.
+
+    Returns:
+        The `Run`, in evaluation mode.
+
+    Raises:
+        RunError: ``directory`` is not a usable run (no ``config.json`` or checkpoint,
+            unreadable files); the message says what to do.
+        CheckpointError: the weights do not fit the pair the settings describe.
+
+    Example:
+        ```python
+        run = ppl_ssvae.load_run("runs/m2")
+        run.predict(x)              # class of each row of x, (N,)
+        run.sample(8, y=3)          # means of p(x | y=3, z), z ~ N(0, I)
+        ```
+    """
     directory = Path(directory)
     config_path, checkpoint = directory / "config.json", directory / "checkpoint.pt"
     if not config_path.is_file():

@@ -128,8 +128,16 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     return the summary. With ``settings.resume`` it goes on from the checkpoint in
     ``settings.out``, if there is one, and ends exactly as an uninterrupted run would.
     Under torchrun every rank calls it; rank 0 writes, and every rank returns its summary.
-    ``data`` is a data set already in memory (the scikit-learn estimator's), in place
-    of loading ``settings.dataset``."""
+
+    Args:
+        settings: every setting of the run (`ppl-ssvae train` builds them from its options).
+        data: a data set already in memory (the scikit-learn estimator's), in place of
+            loading ``settings.dataset``.
+
+    Returns:
+        The run's summary, as written to ``summary.json``: ``test_accuracy`` at the
+        best-validation epoch, ``best_valid_accuracy``, ``best_epoch``, timings, ...
+    """
     validate(settings)
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json

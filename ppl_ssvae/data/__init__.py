@@ -35,7 +35,23 @@ LOADERS: dict[str, Callable[[str | None, int], Dataset]] = {
 
 
 def load(dataset: str = "mnist", data_dir: str | None = None, seed: int = 0) -> Dataset:
-    """The data set called ``dataset`` (see ``LOADERS``), or the ``.npz`` file it names."""
+    """The data set called ``dataset``, or the ``.npz`` file it names: what
+    ``--dataset`` loads.
+
+    Args:
+        dataset: a name in `LOADERS` (``mnist``, ``fashion-mnist``, ``two-digit-mnist``,
+            ``synthetic``), or the path of a ``.npz`` file of your own data.
+        data_dir: where to look first for the files of a named data set
+            (``--data-dir``).
+        seed: the seed of the ``synthetic`` data.
+
+    Returns:
+        The `Dataset`: train, validation and test splits, K and the shape of one example.
+
+    Raises:
+        DataError: an unknown name, a malformed file, or data that cannot be found or
+            verified; the message says what to do.
+    """
     if dataset.endswith(".npz"):
         return load_npz(dataset)
     loader = LOADERS.get(dataset)

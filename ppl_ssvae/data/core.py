@@ -21,6 +21,13 @@ class DataError(Exception):
 
 @dataclass
 class Split:
+    """Examples and their labels, in memory.
+
+    Attributes:
+        x: (N, D) float32; images are flattened row by row.
+        y: (N,) int64 class indices; -1 where unknown (training split only).
+    """
+
     x: torch.Tensor  # (N, D) float32; images are flattened row by row
     y: torch.Tensor  # (N,) int64 class index; -1 where unknown (training split only)
 
@@ -34,8 +41,21 @@ class Split:
 @dataclass
 class Dataset:
     """Train, validation and test splits. Models take ``x_dim`` and ``num_classes`` from
-    here, never from a constant; ``shape`` is the shape of one example before flattening
-    ((28, 28) for MNIST, (D,) for feature vectors), which the figures use."""
+    here, never from a constant.
+
+    Attributes:
+        train: the training split; its labels are -1 where unknown.
+        valid: the validation split.
+        test: the test split.
+        num_classes: K.
+        source: where the data were read from.
+        shape: the shape of one example before flattening ((28, 28) for MNIST, (D,) for
+            feature vectors), which the figures use.
+        name: the data set's name.
+        labelled: indices into ``train`` of the examples whose labels training may use,
+            when the data fix them (a ``.npz`` with -1 for unknown labels); ``None``:
+            ``--labels`` picks a balanced subset.
+    """
 
     train: Split
     valid: Split

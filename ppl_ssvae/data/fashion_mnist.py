@@ -47,8 +47,21 @@ def _verified(directory: Path) -> Dataset:
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Fashion-MNIST from the first source that has it; ``DataError`` naming both ways
-    to get it if none does."""
+    """Fashion-MNIST in MNIST's split, from the first source that has it: ``data_dir`` or
+    ``PPL_SSVAE_DATA`` (the four IDX files, there or in its ``fashion-mnist/``), the user
+    cache, and ``/usr/share/datasets/fashion-mnist`` (Debian's package
+    ``dataset-fashion-mnist``). Each file must match its SHA-256; nothing is downloaded.
+
+    Args:
+        data_dir: a directory holding the IDX files.
+
+    Returns:
+        The `Dataset`, pixels in [0, 1].
+
+    Raises:
+        DataError: no source has it, or a file fails its checksum; the message names both
+            ways to get it.
+    """
     explicit = data_dir or os.environ.get("PPL_SSVAE_DATA")
     if explicit:
         directory = Path(explicit)

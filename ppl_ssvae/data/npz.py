@@ -108,7 +108,22 @@ def _hold_out(y: np.ndarray, num_classes: int, g: torch.Generator, path: Path, w
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """The data set in ``path``; ``DataError`` in one line for any malformed file."""
+    """Your own data, from one ``.npz`` file: ``x`` (N, D) or (N, H, W); ``y``, a class
+    0..K-1 or -1 where the label is unknown; optionally ``x_valid``/``y_valid`` and
+    ``x_test``/``y_test``, labelled. Without them, of each class's labels a tenth (at
+    least one) is held out for validation and as many for test.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The `Dataset`; its ``labelled`` holds the training examples whose labels are known.
+
+    Raises:
+        DataError: a malformed file (missing arrays, wrong dtypes, NaN, lengths that
+            differ, labels outside 0..K-1 and -1, a class without labels, too few to hold
+            some out), in one line.
+    """
     path = Path(path)
     arrays = read_arrays(path)
     unknown = sorted(set(arrays) - set(ARRAYS))

@@ -9,8 +9,20 @@ from ppl_ssvae.data.core import Dataset, Split
 
 def synthetic(num_train: int = 2000, num_valid: int = 500, num_test: int = 500,
               num_classes: int = 10, dim: int = 784, seed: int = 0) -> Dataset:
-    """Each class has a prototype image of bright pixels, and an example is its
-    prototype with noise."""
+    """Random data of MNIST's shape whose classes are learnable, for smoke runs: each class
+    has a prototype image of bright pixels, and an example is its prototype with noise.
+
+    Args:
+        num_train: training examples.
+        num_valid: validation examples.
+        num_test: test examples.
+        num_classes: K.
+        dim: values per example.
+        seed: seeds the prototypes and the examples.
+
+    Returns:
+        The `Dataset`.
+    """
     g = torch.Generator().manual_seed(seed)
     prototypes = (torch.rand(num_classes, dim, generator=g) < 0.2).float()
 

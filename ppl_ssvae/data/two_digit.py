@@ -114,8 +114,21 @@ def _read_cache(path: Path, mnist: Dataset) -> dict[str, np.ndarray] | None:
 
 def load_two_digit_mnist(data_dir: str | os.PathLike | None = None,
                          use_cache: bool = True) -> Dataset:
-    """Two-digit MNIST from MNIST (found as ``load_mnist`` finds it) and the cached
-    composition, which is made and written on the first load."""
+    """Two-digit MNIST, 100 classes: two MNIST digits side by side (28 x 56), labelled
+    with the number they make, composed from MNIST (found as `load_mnist` finds it).
+
+    Args:
+        data_dir: where to look for MNIST first.
+        use_cache: read the composition (source indices) from the user cache, and write
+            it there on the first load.
+
+    Returns:
+        The `Dataset`: 50,000 / 10,000 / 10,000 pairs, each split composed from MNIST's
+        own split.
+
+    Raises:
+        DataError: MNIST cannot be found.
+    """
     mnist = load_mnist(data_dir)
     path = cache_path(labels_digest(mnist))
     arrays = _read_cache(path, mnist) if use_cache and path.exists() else None
