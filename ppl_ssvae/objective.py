@@ -85,6 +85,7 @@ class SSVAE(nn.Module):
         if per_part is None:
             per_part = isinstance(y_family, SampledY) and isinstance(elbo, Trace_ELBO)
         self.per_part = per_part
+        self._objective = None
 
     def _loss_and_grads(self, batch: Batch) -> float:
         """``elbo.loss_and_grads(model, guide, batch)`` (each part apart for a sampled y
@@ -153,6 +154,22 @@ class SSVAE(nn.Module):
         return {"loss": (negative_elbo + classifier) / n, "negative_elbo": negative_elbo / n,
                 "classifier": classifier / n}
 
+    @property
+    def objective(self) -> Objective:
+        """This pair's whole training objective (the ELBO estimator and the classifier
+        term) as a Pyro ELBO, for a plain Pyro loop that trains what the CLI trains::
+
+            svi = pyro.infer.SVI(pair.model, pair.guide, pyro.optim.Adam({"lr": 1e-3}),
+                                 loss=pair.objective)
+            svi.step(batch)
+
+        It counts its own steps (for ``--classifier-ramp-steps`` and temperature schedules).
+        Handing SVI a bare ``TraceEnum_ELBO()`` instead trains the ELBO alone: without
+        the classifier term, q(y | x) never sees the labels."""
+        if self._objective is None:
+            self._objective = Objective(self)
+        return self._objective
+
     def loss(self, batch: Batch, step: int = 0) -> float:
         """The objective per image, in evaluation mode, without gradients.
 
@@ -169,3 +186,32 @@ class SSVAE(nn.Module):
             negative_elbo = self.eager_elbo.loss(self.model, self.guide, batch)
             return (negative_elbo + float(self.classifier_loss(batch, step))) / batch.size
 
+
+
+class Objective(ELBO):
+    """``SSVAE.objective``: the pair's training objective J (module docstring) in the
+    form Pyro's ``SVI`` takes a loss. ``loss_and_grads`` returns J for the whole data
+    the batch stands for (not per image) and accumulates its gradients; ``step`` counts
+    the calls. The model and guide SVI passes must be the pair's own."""
+
+    def __init__(self, pair: SSVAE):
+        super().__init__()
+        self.pair, self.step = pair, 0
+
+    def _check(self, model, guide) -> None:
+        if model is not self.pair.model or guide is not self.pair.guide:
+            raise ValueError("pair.objective trains its own pair: give SVI pair.model and "
+                             "pair.guide")
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("pair.objective wraps the pair's ELBO; it has no trace of its own")
+
+    def loss(self, model, guide, batch: Batch) -> float:
+        self._check(model, guide)
+        return self.pair.loss(batch, self.step) * batch.size
+
+    def loss_and_grads(self, model, guide, batch: Batch) -> float:
+        self._check(model, guide)
+        terms = self.pair.loss_and_grads(batch, self.step)
+        self.step += 1
+        return terms["loss"] * batch.size

@@ -20,7 +20,7 @@ from ppl_ssvae.guides import (
     LogisticNormalPriorGuide,
     M2Guide,
 )
-from ppl_ssvae.inference import INFERENCES, ExactY
+from ppl_ssvae.inference import INFERENCES, ExactY, Inference
 from ppl_ssvae.models import ADGM, M2, Classifier, DirichletPrior, LogisticNormalPrior
 from ppl_ssvae.nets import MLP
 from ppl_ssvae.objective import SSVAE
@@ -135,6 +135,24 @@ MODELS: dict[str, ModelSpec] = {
                   "q(a|x) q(y|a,x) q(z|a,x,y)", ("enum", "enum-seq"), _adgm, _adgm_guide),
     ]
 }
+
+
+def register_inference(inference: Inference) -> Inference:
+    """Add an inference method (``ppl_ssvae.inference.Inference``) to the library: the
+    CLI, ``build``, ``ppl-ssvae list`` and the comparison runners take it at once, for
+    the models its ``models`` names. A method written into ``INFERENCES`` in
+    ``ppl_ssvae/inference.py`` is registered when the package loads; this is for one
+    defined elsewhere (a user's own file, a notebook)."""
+    if inference.name in INFERENCES:
+        raise UnsupportedError(f"an inference method {inference.name!r} exists already")
+    unknown = [m for m in inference.models if m not in MODELS]
+    if unknown:
+        raise UnsupportedError(f"inference {inference.name!r} names unknown models "
+                               f"{', '.join(unknown)}: choose from {', '.join(MODELS)}")
+    INFERENCES[inference.name] = inference
+    for model in inference.models:
+        _with_declared(MODELS[model])
+    return inference
 
 
 def check(model: str, inference: str | None = None) -> ModelSpec:
