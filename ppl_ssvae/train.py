@@ -263,7 +263,7 @@ def _within_epoch(run: Training) -> None:
     settings, state = run.settings, run.state
     if state.in_epoch.position == run.steps_per_epoch:
         return
-    if distributed.is_main() and evaluation_due(settings, state):
+    if evaluation_due(settings, state) and distributed.is_main():
         evaluate_within_epoch(run.pair, run.data, settings, state, run.steps_per_epoch)
         write_jsonl(run.out / "evaluations.jsonl", state.evaluations)
     if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
