@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae import evaluate
+from ppl_ssvae import distributed, evaluate
 from ppl_ssvae.checkpoint import State
 from ppl_ssvae.config import Settings
 from ppl_ssvae.objective import SSVAE
@@ -32,10 +32,23 @@ def over_time_limit(settings: Settings, state: State) -> bool:
     return settings.time_limit is not None and state.clock[settings.time_clock] >= settings.time_limit
 
 
+def time_is_up(settings: Settings, state: State) -> bool:
+    """``over_time_limit`` as every rank sees it: under torchrun rank 0's clock decides,
+    so that every rank stops at the same step."""
+    return settings.time_limit is not None and distributed.from_main(
+        lambda: over_time_limit(settings, state))
+
+
 def reached_accuracy(settings: Settings, state: State) -> bool:
     """--stop-at-accuracy: the best validation accuracy of a whole epoch has reached it."""
     return (settings.stop_at_accuracy is not None
             and state.best["valid_accuracy"] >= settings.stop_at_accuracy)
+
+
+def stop_at_accuracy(settings: Settings, state: State) -> bool:
+    """``reached_accuracy``, decided between epochs as every rank sees it: rank 0 alone
+    evaluates, so its record decides for every rank."""
+    return distributed.from_main(lambda: reached_accuracy(settings, state))
 
 
 def next_evaluation(settings: Settings, last: float) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 import pyro
 import torch
 
+from ppl_ssvae import distributed
 from ppl_ssvae.config import Settings
 from ppl_ssvae.io import atomic_write
 
@@ -152,6 +153,16 @@ def save_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def write_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optimizer, scheduler,
+                     data_generator: torch.Generator, state: State) -> None:
+    """``save_checkpoint`` as a run of any number of processes writes it: under torchrun
+    every rank calls it and hands its generators to rank 0, which writes."""
+    rank_rngs = (distributed.gather(rng_state(data_generator)) if distributed.world_size() > 1
+                 else None)
+    if distributed.is_main():
+        save_checkpoint(path, settings, pair, optimizer, scheduler, data_generator, state, rank_rngs)
+
+
 def _load(path: Path) -> dict:
     """``torch.load(path, weights_only=True)``, or a one-line ``CheckpointError``."""
     try:
@@ -258,6 +269,18 @@ def load_checkpoint(path: Path, settings: Settings, pair: torch.nn.Module, optim
         + (in_epoch.seconds if in_epoch is not None else 0.0)}
     return State(payload["epoch"], payload["step"], payload["history"], payload["best"],
                  payload["skipped"], in_epoch, dict(clock), payload.get("evaluations", []))
+
+
+def resume(path: Path, settings: Settings, pair: torch.nn.Module, optimizer, scheduler,
+           data_generator: torch.Generator) -> State | None:
+    """``--resume``: restore the run from its checkpoint at ``path`` (``load_checkpoint``)
+    and return its bookkeeping, or None where no checkpoint was written yet. Under
+    torchrun rank 0 reads the file and every rank takes its part of it."""
+    payload = distributed.from_main(lambda: read_checkpoint(path) if path.exists() else None)
+    if payload is None:
+        return None
+    return load_checkpoint(path, settings, pair, optimizer, scheduler, data_generator, payload,
+                           distributed.rank(), distributed.world_size())
 
 
 # --------------------------------------------------------------------------- best weights

@@ -229,6 +229,14 @@ def from_main(make: Callable[[], T]) -> T:
     return value
 
 
+@contextlib.contextmanager
+def entered_on_main(make: Callable[[], contextlib.AbstractContextManager[T]]) -> Iterator[T]:
+    """``with make() as value`` on rank 0 alone, for as long as inside (the run directory,
+    held and locked by the rank that writes); every rank gets the value, or rank 0's error."""
+    with contextlib.ExitStack() as stack:
+        yield from_main(lambda: stack.enter_context(make()))
+
+
 def gather(value: T) -> list[T]:
     """Every rank's ``value``, in rank order, on every rank; ``[value]`` in one process."""
     if world_size() == 1:

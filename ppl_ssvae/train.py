@@ -1,4 +1,4 @@
-"""Training: one plain loop over epochs and steps.
+"""Training: one plain loop over epochs and steps (``_train``).
 
 Each step takes one batch of unlabelled images (an epoch is one pass over the
 unlabelled set) and one batch of labelled images drawn with replacement from the
@@ -20,27 +20,29 @@ open, so a resumed run continues it. The run holds its directory
 A loss or gradient that is not finite stops the run (``NumericalFault``) before it
 touches the parameters, or with ``--on-nan skip`` the step is undone and counted.
 
-A time budget: the run counts its training seconds (drawing batches and taking
-steps; evaluation, checkpoints and logs excluded) on two clocks, the process's CPU
-time and the wall clock. ``--time-limit S`` stops it at the first step boundary past
-S seconds on ``--time-clock`` (CPU by default: on a machine shared with other jobs
-the wall clock counts their time too), with the checkpoint and the summary written;
-``--resume`` with a larger limit goes on. Every validation measurement, at each
-epoch's end and every ``--eval-every-seconds`` within epochs, is a row of
-``evaluations.jsonl`` with the step and the training seconds on both clocks.
+A time budget (``ppl_ssvae.budget``): the run counts its training seconds (drawing
+batches and taking steps; evaluation, checkpoints and logs excluded) on the CPU and the
+wall clock; ``--time-limit S`` stops it at the first step boundary past S seconds on
+``--time-clock``, with the checkpoint and the summary written, and ``--resume`` with a
+larger limit goes on. Every validation measurement, at each epoch's end and every
+``--eval-every-seconds`` within epochs, is a row of ``evaluations.jsonl``.
 
 Under ``torchrun`` the same loop runs data-parallel (``ppl_ssvae.distributed``):
 each rank takes its share of every batch, one collective per step averages the
 gradients, and rank 0 alone evaluates, writes and reports.
+
+Around the loop, each concern in its module: the batch, the step and the NaN guard in
+``ppl_ssvae.step``; the clocks, the time limit and the stop at an accuracy in
+``budget``; checkpoints and resuming in ``checkpoint``; the metrics rows and figures
+in ``records``; the progress line in ``progress``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
@@ -48,36 +50,25 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae import distributed, evaluate, plots
-from ppl_ssvae.batch import Batch
+from ppl_ssvae import distributed, evaluate
 from ppl_ssvae.budget import (
     budget_summary,
     evaluate_within_epoch,
     evaluation_due,
-    over_time_limit,
-    reached_accuracy,
     record_evaluation,
+    stop_at_accuracy,
+    time_is_up,
     timed,
 )
-from ppl_ssvae.checkpoint import (
-    BEST_FILE,
-    EpochProgress,
-    State,
-    load_checkpoint,
-    pyro_side_params,
-    read_checkpoint,
-    rng_state,
-    save_best,
-    save_checkpoint,
-    set_pyro_side_params,
-)
+from ppl_ssvae.checkpoint import BEST_FILE, EpochProgress, State, resume, save_best, write_checkpoint
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.progress import Progress
+from ppl_ssvae.progress import Progress, step_fields
+from ppl_ssvae.records import data_info, epoch_row, write_figures
 from ppl_ssvae.registry import MODELS, build, resolve
+from ppl_ssvae.step import adam, draw_batch, take_step
 
-KL_SUBSET = 1000  # validation images used for the per-dimension KL
 SKIPS_REPORTED = 10  # --on-nan skip: the first skips get a line on stderr, the rest a count
 
 
@@ -91,36 +82,6 @@ class NumericalFault(TrainingError):
 
 def seed_everything(seed: int) -> None:
     pyro.set_rng_seed(seed)  # torch, numpy and random
-
-
-def adam(parameters, lr: float) -> torch.optim.Adam:
-    """Adam, fused into one kernel where torch has that for the device (CPU since
-    torch 2.4): ~5x cheaper per step than the per-tensor loop, the same update."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
-    except (RuntimeError, ValueError):  # older torch, or a device without a fused kernel
-        return torch.optim.Adam(parameters, lr=lr)
-
-
-def draw_batch(data: data_lib.Dataset, labelled: torch.Tensor, settings: Settings,
-               order: torch.Tensor, i: int, g: torch.Generator) -> Batch:
-    """The i-th step's batch: a slice of this epoch's permutation of the unlabelled
-    set, and labelled indices drawn with replacement; all on the data's device. Under
-    torchrun, this rank's share of both (every rank draws the whole batch alike)."""
-    train = data.train
-    idx_u = order[i * settings.batch_size:(i + 1) * settings.batch_size]
-    draws = torch.randint(len(labelled), (settings.labelled_batch_size,), generator=g)
-    idx_u, draws = distributed.shard(idx_u, wrap=order), distributed.shard(draws)
-    idx_l = labelled[draws]
-    device = train.x.device
-    idx_u, idx_l = idx_u.to(device), idx_l.to(device)
-    x_u, x_l = train.x[idx_u], train.x[idx_l]
-    if settings.binarize:
-        x_u, x_l = data_lib.binarize(x_u), data_lib.binarize(x_l)
-    return Batch(x_u=x_u, x_l=x_l, y_l=train.y[idx_l],
-                 n_u=len(train), n_l=len(labelled), idx_u=idx_u, idx_l=idx_l,
-                 labelled_weight=settings.labelled_weight)
 
 
 def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
@@ -141,7 +102,10 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     validate(settings)
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json
-    with distributed.process_group(settings) as device, _held_directory(settings) as out:
+
+    # the run directory, held (and locked) for the whole run by rank 0, the one that writes
+    held = lambda: run_directory(settings.out, settings.resume)
+    with distributed.process_group(settings) as device, distributed.entered_on_main(held) as out:
         try:
             return _train(settings, out, device, data)
         except WriteError as e:
@@ -149,21 +113,93 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
                                 f"the last checkpoint") from None
 
 
-@contextlib.contextmanager
-def _held_directory(settings: Settings) -> Iterator[Path]:
-    """The run directory, held (and locked) for the whole run by rank 0, the one that
-    writes; under torchrun the other ranks learn its path, or rank 0's error."""
-    with contextlib.ExitStack() as stack:
-        yield distributed.from_main(
-            lambda: stack.enter_context(run_directory(settings.out, settings.resume)))
+@dataclass
+class Training:
+    """A run in progress: what the loop reads and changes. ``state`` is what the
+    checkpoint holds besides the networks, the optimiser and the generators."""
+
+    settings: Settings
+    out: Path
+    data: data_lib.Dataset
+    labelled: torch.Tensor  # indices of the labelled examples in data.train
+    pair: SSVAE
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    g: torch.Generator  # the data order and the labelled draws
+    state: State = field(default_factory=State)
+    saved_at: int | None = None  # the step of the last checkpoint (None: none written yet)
+
+    def __post_init__(self):
+        self.steps_per_epoch = math.ceil(len(self.data.train) / self.settings.batch_size)
+        self.total_steps = self.steps_per_epoch * self.settings.epochs
+        if self.settings.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.settings.max_steps)
+        self.examples_per_step = self.settings.batch_size + self.settings.labelled_batch_size
+
+    def checkpoint(self) -> None:
+        """checkpoint.pt as the run stands (every rank calls it; rank 0 writes)."""
+        write_checkpoint(self.out / "checkpoint.pt", self.settings, self.pair, self.optimizer,
+                         self.scheduler, self.g, self.state)
+        self.saved_at = self.state.step
+
+    def write_records(self) -> None:
+        """metrics.jsonl and evaluations.jsonl as the state has them (rank 0 writes)."""
+        if distributed.is_main():
+            write_jsonl(self.out / "metrics.jsonl", self.state.history)
+            write_jsonl(self.out / "evaluations.jsonl", self.state.evaluations)
 
 
 def _train(settings: Settings, out: Path, device: torch.device,
            data: data_lib.Dataset | None) -> dict:
-    main = distributed.is_main()
+    """The loop: for each epoch, for each step, draw a batch, take a step and account for
+    it; at the epoch's end evaluate, keep the best weights, checkpoint. It stops at the
+    last step of --epochs or --max-steps, at --time-limit, or at --stop-at-accuracy."""
+    run = _start(settings, out, device, data)
+    state, main = run.state, distributed.is_main()
+    bar = Progress(run.total_steps, state.step, f"{settings.model}/{settings.inference}",
+                   settings.progress and main, messages=main)
+    out_of_time = reached = False
+    try:
+        while state.step < run.total_steps:
+            if state.in_epoch is None:  # between epochs: a new one, unless the accuracy is reached
+                if reached := stop_at_accuracy(settings, state):
+                    bar.stopped_at_accuracy(state.best, settings.stop_at_accuracy, state.epoch)
+                    break
+                state.in_epoch = EpochProgress(torch.randperm(len(run.data.train), generator=run.g))
+            epoch = state.in_epoch  # a new epoch, or the one a checkpoint was taken in
+            run.pair.train()
+            seconds_before, wall_before = epoch.seconds, state.clock["wall"]
+            for i in range(epoch.position, run.steps_per_epoch):
+                if state.step >= run.total_steps:
+                    break  # --max-steps
+                if out_of_time := time_is_up(settings, state):
+                    break
+                with timed(state.clock):
+                    batch = draw_batch(run.data, run.labelled, settings, epoch.order, i, run.g)
+                    terms, fault = take_step(run.pair, run.optimizer, batch, state.step, settings)
+                _account(run, terms, fault, bar, seconds_before + state.clock["wall"] - wall_before)
+                _within_epoch(run)
+            if out_of_time or epoch.position < run.steps_per_epoch:
+                break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
+            finish_epoch(run)  # its metrics row and validation accuracy
+            if main:  # the other ranks do not evaluate
+                bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
+            _keep_best(run, state.epoch)
+            run.checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
+            run.write_records()
+        if state.in_epoch is not None:  # stopped in mid-epoch
+            _leave_epoch_open(run, bar, out_of_time)
+    finally:
+        bar.close()
+    return distributed.from_main(lambda: _finish(run, out_of_time, reached))
+
+
+def _start(settings: Settings, out: Path, device: torch.device,
+           data: data_lib.Dataset | None) -> Training:
+    """The run as it starts: the data, the networks and the optimiser, fresh or as the
+    checkpoint left them (--resume); config.json written and the records rewritten."""
     seed_everything(settings.seed)
     pyro.clear_param_store()
-
     if data is None:
         data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
     data = data.to(device)
@@ -173,216 +209,129 @@ def _train(settings: Settings, out: Path, device: torch.device,
         tqdm.write(f"ppl-ssvae: training with the {len(labelled)} labelled examples of "
                    f"{data.source} (--labels picks a subset of fully labelled data only)",
                    file=sys.stderr)
-    x_dim = data.train.x.shape[1]
-    pair = build(settings, data.num_classes, x_dim).to(device)
+    pair = build(settings, data.num_classes, data.train.x.shape[1]).to(device)
     optimizer = adam(pair.parameters(), settings.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
     g = torch.Generator().manual_seed(settings.seed)  # data order and labelled draws
-    state = State()
+    run = Training(settings, out, data, labelled, pair, optimizer, scheduler, g)
     distributed.seed_rank(settings.seed)
-
-    checkpoint_path = out / "checkpoint.pt"
-    payload = None  # read by rank 0 and handed to every rank
     if settings.resume:
-        payload = distributed.from_main(
-            lambda: read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None)
-    if payload is not None:
-        state = load_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g,
-                                payload, distributed.rank(), distributed.world_size())
-        _check_goes_on(state, settings, checkpoint_path)
+        state = resume(out / "checkpoint.pt", settings, pair, optimizer, scheduler, g)
+        if state is not None:
+            _check_goes_on(state, settings, out / "checkpoint.pt")
+            run.state, run.saved_at = state, state.step
     distributed.broadcast_state(pair)  # every rank starts from rank 0's parameters
-    # metrics.jsonl is rewritten from the checkpoint: rows of a killed run's lost
-    # steps, written after its last checkpoint, are dropped and come back identical
-    if main:
+    if distributed.is_main():
         # the settings, and what the data fix about the networks: enough to rebuild the pair
         write_json(out / "config.json", {**settings.to_dict(), "data": data_info(data),
                                          "world_size": distributed.world_size()})
-        write_jsonl(out / "metrics.jsonl", state.history)
-        write_jsonl(out / "evaluations.jsonl", state.evaluations)
-    saved_at = state.step if payload is not None else None
-
-    def checkpoint() -> None:
-        nonlocal saved_at
-        rngs = distributed.gather(rng_state(g)) if distributed.world_size() > 1 else None
-        if main:
-            save_checkpoint(checkpoint_path, settings, pair, optimizer, scheduler, g, state, rngs)
-        saved_at = state.step
-
-    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total_steps = min(total_steps, settings.max_steps)
-    examples_per_step = settings.batch_size + settings.labelled_batch_size
-    bar = Progress(total_steps, state.step, f"{settings.model}/{settings.inference}",
-                   settings.progress and main)
-
-    out_of_time = reached = False
-    try:
-        while state.step < total_steps:
-            if state.in_epoch is None:  # --stop-at-accuracy: decided at epoch boundaries
-                # rank 0 alone evaluates: its record decides for every rank
-                reached = distributed.from_main(lambda: reached_accuracy(settings, state))
-                if reached:
-                    if main:
-                        bar.write(f"ppl-ssvae: validation accuracy {state.best['valid_accuracy']:.4f} "
-                                  f"(epoch {state.best['epoch']}) reached --stop-at-accuracy "
-                                  f"{settings.stop_at_accuracy}: stopping after epoch {state.epoch}")
-                    break
-            if state.in_epoch is None:  # a new epoch; else one a checkpoint was taken in
-                state.in_epoch = EpochProgress(torch.randperm(len(data.train), generator=g))
-            progress = state.in_epoch
-            pair.train()
-            seconds_before, wall_before = progress.seconds, state.clock["wall"]
-            for i in range(progress.position, steps_per_epoch):
-                if state.step >= total_steps:
-                    break
-                out_of_time = over_time_limit(settings, state)
-                if settings.time_limit is not None and distributed.world_size() > 1:
-                    # rank 0's clock decides, so that every rank stops at the same step
-                    out_of_time = distributed.from_main(lambda: over_time_limit(settings, state))
-                if out_of_time:
-                    break
-                with timed(state.clock):
-                    batch = draw_batch(data, labelled, settings, progress.order, i, g)
-                    terms, fault = take_step(pair, optimizer, batch, state.step, settings)
-                if fault and settings.on_nan == "stop":
-                    kept = (f"{checkpoint_path} (step {saved_at}) is kept" if saved_at is not None
-                            else "no checkpoint had been written yet")
-                    raise NumericalFault(
-                        f"step {state.step}: {fault}; {kept}: rerun with --resume --on-nan skip "
-                        f"to skip such steps, or start over with a lower --lr or a --clip-norm")
-                if fault:
-                    progress.skipped += 1
-                    if main and state.skipped + progress.skipped <= SKIPS_REPORTED:
-                        bar.write(f"ppl-ssvae: step {state.step} skipped: {fault}")
-                else:
-                    for key in progress.sums:
-                        progress.sums[key] += terms[key]
-                state.step += 1
-                progress.position = i + 1
-                progress.seconds = seconds_before + state.clock["wall"] - wall_before
-                postfix = {}
-                if state.step % 20 == 0 or state.step == total_steps:
-                    postfix = dict(loss=f"{terms['loss']:.1f}" if terms else "nan",
-                                   best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
-                                   ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
-                bar.update(**postfix)
-                if main and evaluation_due(settings, state) and progress.position < steps_per_epoch:
-                    evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
-                    write_jsonl(out / "evaluations.jsonl", state.evaluations)
-                if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
-                        and progress.position < steps_per_epoch and state.step < total_steps):
-                    checkpoint()  # mid-epoch; the epoch's end writes its own
-            if out_of_time or progress.position < steps_per_epoch:
-                break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
-            finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
-            if main:  # the other ranks do not evaluate
-                bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
-                if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
-                    save_best(out / BEST_FILE, settings, pair, state)
-            checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
-            if main:
-                write_jsonl(out / "metrics.jsonl", state.history)
-                write_jsonl(out / "evaluations.jsonl", state.evaluations)
-        if state.in_epoch is not None:  # stopped in mid-epoch, for --resume to go on with it
-            if out_of_time and main and (not state.evaluations
-                                         or state.evaluations[-1]["step"] != state.step):
-                evaluate_within_epoch(pair, data, settings, state, steps_per_epoch)
-            if saved_at != state.step or out_of_time:
-                checkpoint()  # the open epoch: data order, position, sums (and evaluations)
-            # reported as a partial epoch, kept out of the checkpoint: a resumed run goes
-            # on with the epoch, and its rows are those of a run never stopped
-            lr = optimizer.param_groups[0]["lr"]
-            row = epoch_row(pair, data, settings, state, state.epoch + 1, examples_per_step, lr)
-            if main:
-                bar.stopped_in_epoch(state.epoch + 1, row["epoch_fraction"], row["valid_accuracy"])
-                state.history.append(row | {"partial": True})
-                if state.best.get("epoch") == state.epoch + 1:  # the summary's number: keep it
-                    save_best(out / BEST_FILE, settings, pair, state)
-                write_jsonl(out / "metrics.jsonl", state.history)
-                write_jsonl(out / "evaluations.jsonl", state.evaluations)
-    finally:
-        bar.close()
-
-    def finish() -> dict:
-        summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
-        summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time, reached))
-        write_json(out / "summary.json", summary)
-        if settings.figures:
-            write_figures(pair, data, settings, state, out)
-        return summary
-
-    return distributed.from_main(finish)
+    # rewritten from the checkpoint: rows of a killed run's lost steps, written after its
+    # last checkpoint, are dropped and come back identical
+    run.write_records()
+    return run
 
 
-def data_info(data: data_lib.Dataset) -> dict:
-    """What a run's ``config.json`` records of its data: the networks' sizes, the
-    shape of one example, where the data came from."""
-    return {"name": data.name, "source": data.source, "num_classes": data.num_classes,
-            "x_dim": data.x_dim, "shape": list(data.shape)}
+def _account(run: Training, terms: dict | None, fault: str | None, bar: Progress,
+             seconds: float) -> None:
+    """Count the step just taken: its loss terms into the epoch's sums, or what
+    --on-nan says for one that was not finite; the step, the epoch's position and
+    ``seconds``, and the progress line."""
+    state, epoch = run.state, run.state.in_epoch
+    if fault:
+        _on_fault(run, fault, bar)
+    else:
+        for key in epoch.sums:
+            epoch.sums[key] += terms[key]
+    state.step += 1
+    epoch.position += 1
+    epoch.seconds = seconds
+    bar.update(**step_fields(state.step, run.total_steps, terms, state.best["valid_accuracy"],
+                             epoch.position * run.examples_per_step, epoch.seconds))
 
 
-def take_step(pair: SSVAE, optimizer: torch.optim.Optimizer, batch: Batch, step: int,
-              settings: Settings) -> tuple[dict | None, str | None]:
-    """One optimiser step on ``batch``: the loss terms, and what was not finite if
-    something was (then the parameters are left as they were)."""
-    saved = _side_state(pair) if settings.on_nan == "skip" else None
-    terms, invalid = None, None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Encountered NaN")  # our message says it
-        try:
-            terms = pair.loss_and_grads(batch, step)
-        except ValueError as e:  # distribution arguments Pyro's validation found not finite
-            if "invalid values" not in str(e):
-                raise
-            invalid = f"the negative ELBO term is not finite ({_invalid_argument(e)})"
-        # under torchrun: averaged over the ranks, so all of them see the same fault
-        terms = distributed.average_gradients(pair, terms)
-        fault = invalid or _fault(pair, terms)
-    if fault is None:
-        if settings.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(pair.parameters(), settings.clip_norm * batch.size)
-        optimizer.step()
-    elif saved is not None:
-        _restore_side_state(pair, saved)
-    optimizer.zero_grad(set_to_none=True)
-    return terms, fault
+def _on_fault(run: Training, fault: str, bar: Progress) -> None:
+    """--on-nan, for a step whose loss or gradient was not finite (``take_step`` left the
+    parameters as they were): ``stop`` raises a NumericalFault that says what to do;
+    ``skip`` counts the step as skipped, and the first ``SKIPS_REPORTED`` get a line."""
+    state = run.state
+    if run.settings.on_nan == "stop":
+        kept = (f"{run.out / 'checkpoint.pt'} (step {run.saved_at}) is kept"
+                if run.saved_at is not None else "no checkpoint had been written yet")
+        raise NumericalFault(
+            f"step {state.step}: {fault}; {kept}: rerun with --resume --on-nan skip "
+            f"to skip such steps, or start over with a lower --lr or a --clip-norm")
+    state.in_epoch.skipped += 1
+    if state.skipped + state.in_epoch.skipped <= SKIPS_REPORTED:
+        bar.write(f"ppl-ssvae: step {state.step} skipped: {fault}")
 
 
-def finish_epoch(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
-                 scheduler, examples_per_step: int) -> None:
-    """Close the epoch in ``state.in_epoch``: its metrics row, the best-validation
-    record, the learning-rate schedule."""
+def _within_epoch(run: Training) -> None:
+    """Between two steps of an epoch (its end does its own): a validation measurement
+    when --eval-every-seconds says one is due, a checkpoint every --checkpoint-every steps."""
+    settings, state = run.settings, run.state
+    if state.in_epoch.position == run.steps_per_epoch:
+        return
+    if evaluation_due(settings, state) and distributed.is_main():
+        evaluate_within_epoch(run.pair, run.data, settings, state, run.steps_per_epoch)
+        write_jsonl(run.out / "evaluations.jsonl", state.evaluations)
+    if (settings.checkpoint_every and state.step % settings.checkpoint_every == 0
+            and state.step < run.total_steps):
+        run.checkpoint()
+
+
+def finish_epoch(run: Training) -> None:
+    """Close the epoch in ``state.in_epoch``: the learning-rate schedule, its metrics row
+    (with the best-validation record) and its evaluations.jsonl row."""
+    state = run.state
     with warnings.catch_warnings():  # an epoch whose every step was skipped: no optimizer.step()
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-        scheduler.step()
+        run.scheduler.step()
     state.epoch += 1
     state.skipped += state.in_epoch.skipped
-    row = epoch_row(pair, data, settings, state, state.epoch, examples_per_step,
-                    scheduler.optimizer.param_groups[0]["lr"])
+    row = epoch_row(run.pair, run.data, run.settings, state, state.epoch, run.examples_per_step,
+                    run.optimizer.param_groups[0]["lr"])
     state.history.append(row)
     state.in_epoch = None
     if distributed.is_main():  # the other ranks' rows and evaluations are never written
         record_evaluation(state, row["valid_accuracy"], state.epoch)
 
 
-def epoch_row(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State, epoch: int,
-              examples_per_step: int, lr: float) -> dict:
-    """The metrics row of the epoch in ``state.in_epoch`` (so far): mean loss terms over
-    the steps taken (null where every step was skipped), validation accuracy, KL per
-    dimension; updates the best-validation record."""
-    progress = state.in_epoch
-    taken = progress.position - progress.skipped
-    seconds = max(progress.seconds, 1e-9)
-    steps_per_epoch = math.ceil(len(progress.order) / settings.batch_size)
-    row = {"epoch": epoch, "epoch_fraction": round(progress.position / steps_per_epoch, 6),
-           "step": state.step, "seconds": progress.seconds,
-           "examples_per_second": progress.position * examples_per_step / seconds,
-           **{key: value / taken if taken else None for key, value in progress.sums.items()},
-           "skipped_steps": progress.skipped, "lr": lr}
-    if distributed.is_main():  # the other ranks' rows are never written
-        row.update(_evaluate(pair, data, settings, state, epoch))
-    return row
+def _keep_best(run: Training, epoch: int) -> None:
+    """The weights of ``epoch``, just measured, in best.pt if it set a new best validation
+    accuracy: the weights behind summary.json's test_accuracy (rank 0, which evaluates)."""
+    if distributed.is_main() and run.state.best.get("epoch") == epoch:
+        save_best(run.out / BEST_FILE, run.settings, run.pair, run.state)
+
+
+def _leave_epoch_open(run: Training, bar: Progress, out_of_time: bool) -> None:
+    """A run stopped in mid-epoch (--max-steps, --time-limit) leaves the epoch open, for
+    --resume to go on with: the checkpoint holds its data order, position and sums. It
+    is reported as a partial metrics row, kept out of the checkpoint: a resumed run goes
+    on with the epoch, and its rows are those of a run never stopped."""
+    state, main = run.state, distributed.is_main()
+    if out_of_time and main and (not state.evaluations
+                                 or state.evaluations[-1]["step"] != state.step):
+        evaluate_within_epoch(run.pair, run.data, run.settings, state, run.steps_per_epoch)
+    if run.saved_at != state.step or out_of_time:
+        run.checkpoint()  # the open epoch: data order, position, sums (and evaluations)
+    row = epoch_row(run.pair, run.data, run.settings, state, state.epoch + 1,
+                    run.examples_per_step, run.optimizer.param_groups[0]["lr"])
+    if main:
+        bar.stopped_in_epoch(state.epoch + 1, row["epoch_fraction"], row["valid_accuracy"])
+        state.history.append(row | {"partial": True})
+    _keep_best(run, state.epoch + 1)  # the summary's number
+    run.write_records()
+
+
+def _finish(run: Training, out_of_time: bool, reached: bool) -> dict:
+    """summary.json (rank 0 alone) and the figures; the summary."""
+    settings, state = run.settings, run.state
+    summary = {**_summary(run.pair, run.data, settings, state), "labels": len(run.labelled)}
+    summary.update(budget_summary(settings, state, run.steps_per_epoch, out_of_time, reached))
+    write_json(run.out / "summary.json", summary)
+    if settings.figures:
+        write_figures(run.pair, run.data, settings, state, run.out)
+    return summary
 
 
 def _check_goes_on(state: State, settings: Settings, path: Path) -> None:
@@ -399,56 +348,6 @@ def _check_goes_on(state: State, settings: Settings, path: Path) -> None:
         raise TrainingError(f"--max-steps {settings.max_steps} is fewer than the {state.step} "
                             f"steps {path} has taken: resume with --max-steps {state.step} or "
                             f"more, or start over in another --out")
-
-
-def _fault(pair: SSVAE, terms: dict) -> str | None:
-    """Which term, if any, of the loss or its gradient is not finite."""
-    for key, term in (("negative_elbo", "negative ELBO"), ("classifier", "classifier")):
-        if not math.isfinite(terms[key]):
-            return f"the {term} term of the loss is {terms[key]}"
-    for name, p in pair.named_parameters():
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            return f"the gradient of {name} is not finite"
-    return None
-
-
-def _invalid_argument(error: ValueError) -> str:
-    """'logits of Categorical' from torch's 'Expected parameter logits (...) of
-    distribution Categorical(...) to satisfy ...'."""
-    words = str(error).split()
-    try:
-        parameter = words[words.index("parameter") + 1]
-        family = words[words.index("distribution") + 1].split("(")[0]
-        return f"{parameter} of a {family} distribution"
-    except (ValueError, IndexError):
-        return "a distribution's argument"
-
-
-def _side_state(pair: SSVAE) -> dict:
-    """What a step changes besides the parameters: batch-norm statistics, Pyro's
-    baselines. A skipped step puts them back."""
-    return {"buffers": {name: b.clone() for name, b in pair.named_buffers()},
-            "pyro": pyro_side_params()}
-
-
-def _restore_side_state(pair: SSVAE, saved: dict) -> None:
-    with torch.no_grad():
-        for name, b in pair.named_buffers():
-            b.copy_(saved["buffers"][name])
-    device = next(pair.parameters()).device
-    set_pyro_side_params(saved["pyro"], device)
-
-
-def _evaluate(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
-              epoch: int) -> dict:
-    bs = settings.eval_batch_size
-    valid_accuracy = evaluate.accuracy(pair, data.valid.x, data.valid.y, bs)
-    kl = evaluate.kl_per_dimension(pair, data.valid.x[:KL_SUBSET], bs)
-    row = {"valid_accuracy": valid_accuracy, "kl_per_dim": [round(v, 5) for v in kl.tolist()]}
-    if valid_accuracy > state.best["valid_accuracy"]:
-        state.best = {"valid_accuracy": valid_accuracy, "epoch": epoch,
-                      "test_accuracy": evaluate.accuracy(pair, data.test.x, data.test.y, bs)}
-    return row
 
 
 def _summary(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State) -> dict:
@@ -498,23 +397,3 @@ def _test_elbo(pair: SSVAE, data: data_lib.Dataset, settings: Settings) -> float
     return evaluate.elbo_per_image(pair, x, settings.eval_batch_size // 2, settings.seed, exact)
 
 
-def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state: State,
-                  out: Path, samples_per_class: int = 12) -> None:
-    if not state.history:
-        return
-    name = f"{settings.model} / {settings.inference}, {settings.labels} labels"
-    plots.learning_curves(state.history, out / "learning_curves.png", name)
-    if not hasattr(pair.model, "decode"):  # no z, nothing to sample (the mlp classifier)
-        return
-    plots.kl_heatmap(state.history, out / "kl_per_dim.png",
-                     f"{evaluate.kl_description(pair)} per dimension: {name}")
-    k = data.num_classes
-    with evaluate.evaluation(pair), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        z = torch.randn(samples_per_class, settings.z_dim).to(data.train.x.device)
-        z = z.expand(k, -1, -1)  # the same z in every row: the rows differ by class only
-        y = torch.arange(k, device=z.device).unsqueeze(1).expand(-1, samples_per_class)
-        images = pair.model.decode(z, y)
-    layout = ("one row per class, the same z in each column" if k <= plots.MAX_ROWS
-              else "one class per cell, the same z in every cell")
-    plots.class_samples(images, out / "samples.png", f"p(x | y, z), {layout}: {name}", data.shape)
