@@ -133,12 +133,39 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     validate(settings)
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json
+    data = _checked_data(settings, data)  # before --out is created: bad data leaves nothing
     with distributed.process_group(settings) as device, _held_directory(settings) as out:
         try:
             return _train(settings, out, device, data)
         except WriteError as e:
             raise TrainingError(f"{e}; once that is fixed, rerun with --resume to go on from "
                                 f"the last checkpoint") from None
+
+
+def _checked_data(settings: Settings, data: data_lib.Dataset | None) -> data_lib.Dataset:
+    """The run's data, loaded and checked (range, labels) as ``_train`` uses them."""
+    if data is None:
+        data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
+    data_lib.check_range(data, settings.likelihood == "bernoulli")
+    data_lib.labelled_indices(data, settings.labels, settings.seed)
+    return data
+
+
+def _best_accuracy(state: State) -> dict:
+    """The progress line's best_acc, once an accuracy has been measured."""
+    best = state.best["valid_accuracy"]
+    return {"best_acc": f"{best:.3f}"} if best >= 0 else {}
+
+
+def _final_valid_accuracy(state: State) -> float | None:
+    """The last validation accuracy measured: an evaluations.jsonl row, or the partial
+    epoch's row of a run stopped within an epoch (--max-steps), whichever came later."""
+    last = state.evaluations[-1] if state.evaluations else None
+    row = state.history[-1] if state.history else None
+    if row is not None and row.get("valid_accuracy") is not None and (
+            last is None or row["step"] > last["step"]):
+        return row["valid_accuracy"]
+    return last["valid_accuracy"] if last else None
 
 
 @contextlib.contextmanager
@@ -256,7 +283,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
                 postfix = {}
                 if state.step % 20 == 0 or state.step == total_steps:
                     postfix = dict(loss=f"{terms['loss']:.1f}" if terms else "nan",
-                                   best_acc=f"{max(0.0, state.best['valid_accuracy']):.3f}",
+                                   **_best_accuracy(state),
                                    ex_s=f"{progress.position * examples_per_step / progress.seconds:.0f}")
                 bar.update(**postfix)
                 if main and evaluation_due(settings, state) and progress.position < steps_per_epoch:
@@ -269,6 +296,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
                 break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
             finish_epoch(pair, data, settings, state, scheduler, examples_per_step)
             if main:  # the other ranks do not evaluate
+                bar.postfix.update(_best_accuracy(state))
                 bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
                 if state.best.get("epoch") == state.epoch:  # a new best: keep its weights
                     save_best(out / BEST_FILE, settings, pair, state)
@@ -287,6 +315,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
             lr = optimizer.param_groups[0]["lr"]
             row = epoch_row(pair, data, settings, state, state.epoch + 1, examples_per_step, lr)
             if main:
+                bar.postfix.update(_best_accuracy(state))
                 bar.stopped_in_epoch(state.epoch + 1, row["epoch_fraction"], row["valid_accuracy"])
                 state.history.append(row | {"partial": True})
                 if state.best.get("epoch") == state.epoch + 1:  # the summary's number: keep it
@@ -299,6 +328,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
     def finish() -> dict:
         summary = {**_summary(pair, data, settings, state), "labels": len(labelled)}
         summary.update(budget_summary(settings, state, steps_per_epoch, out_of_time, reached))
+        summary["final_valid_accuracy"] = _final_valid_accuracy(state)
         write_json(out / "summary.json", summary)
         if settings.figures:
             write_figures(pair, data, settings, state, out)
