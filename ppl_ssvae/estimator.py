@@ -144,7 +144,7 @@ class SSVAEClassifier(ClassifierMixin, BaseEstimator):
         """What pickle and joblib keep: the parameters, and of a fitted estimator its
         run as plain values (settings, the data's shape, the weights), which need no
         directory; the Pyro pair itself holds closures that do not pickle."""
-        state = dict(self.__dict__)
+        state = dict(super().__getstate__())
         run = state.pop("run_", None)
         if run is not None:
             state["_fitted_run"] = {
@@ -155,8 +155,9 @@ class SSVAEClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state = dict(state)
         fitted = state.pop("_fitted_run", None)
-        self.__dict__.update(state)
+        super().__setstate__(state)
         if fitted is not None:
             from ppl_ssvae.registry import build
 

@@ -214,20 +214,19 @@ def run_directory(path: str | os.PathLike, resume: bool = False) -> Iterator[Pat
 
 
 def _outputs_of_a_checkpointed_run(path: Path) -> list[str]:
-    """The files in ``path`` that only a run which had written a checkpoint leaves:
-    ``summary.json``, ``best.pt``, a ``metrics.jsonl`` with rows (it never runs ahead of
-    the checkpoint). A run killed before its first checkpoint leaves none of them, and
-    --resume starting it over loses nothing."""
-    lost = [name for name in ("summary.json", "best.pt") if (path / name).exists()]
+    """The run outputs in ``path`` if a run there had written a checkpoint: one that
+    left rows in ``metrics.jsonl`` (it never runs ahead of the checkpoint) or a
+    ``summary.json``. A run killed (or stopped by a full disk) before its first
+    checkpoint leaves neither, and --resume starting it over loses nothing."""
     metrics = path / "metrics.jsonl"
     try:
-        if metrics.is_file() and metrics.stat().st_size > 0:
-            lost.insert(0, "metrics.jsonl")
+        rows = metrics.is_file() and metrics.stat().st_size > 0
     except OSError:
-        pass
-    if lost and (path / "config.json").exists():
-        lost.insert(0, "config.json")
-    return lost
+        rows = False
+    if not rows and not (path / "summary.json").exists():
+        return []
+    return [name for name in ("config.json", "metrics.jsonl", "summary.json", "best.pt")
+            if (path / name).exists()]
 
 
 def remove_stray_temporaries(path: Path) -> None:

@@ -68,11 +68,13 @@ def test_resume_without_the_checkpoint_refuses_and_keeps_every_file(capsys, run_
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it(capsys, tmp_path):
     """config.json and an empty metrics.jsonl (what a run leaves before its first
-    checkpoint) lose nothing when --resume starts over."""
+    checkpoint; and best.pt where a full disk failed that checkpoint) lose nothing when
+    --resume starts over."""
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text("{}")
     (out / "metrics.jsonl").write_text("")
+    (out / "best.pt").write_bytes(b"from a run that never wrote its checkpoint")
     code, err = train_cli(capsys, "--hidden", "16", "--max-steps", "1", "--resume", "--out",
                           str(out))
     assert code == 0, err
