@@ -34,15 +34,29 @@ def _quiet_interrupt():
 
 
 with _quiet_interrupt():
+    import ppl_ssvae.train as _train_module
     from ppl_ssvae.batch import Batch, one_hot
     from ppl_ssvae.config import Settings
     from ppl_ssvae.data import load_mnist
     from ppl_ssvae.objective import SSVAE
     from ppl_ssvae.registry import MODELS, build
     from ppl_ssvae.run import Run, load_run
-    from ppl_ssvae.train import train  # after the submodule import: `ppl_ssvae.train` is the function
 
 __version__ = "0.1.0"
+
+
+class _CallableModule(type(_train_module)):
+    """``ppl_ssvae.train`` is the module (``import ppl_ssvae.train`` gives it, as Python's
+    import system expects), and calling it calls ``ppl_ssvae.train.train``: so
+    ``ppl_ssvae.train(settings)`` and ``from ppl_ssvae import train; train(settings)``
+    work as they always have."""
+
+    def __call__(self, settings, data=None) -> dict:
+        return self.train(settings, data)
+
+
+_train_module.__class__ = _CallableModule
+train = _train_module
 __all__ = ["Batch", "MODELS", "Run", "SSVAE", "SSVAEClassifier", "Settings", "build",
            "load_mnist", "load_run", "one_hot", "train"]
 

@@ -25,6 +25,7 @@ EXIT_USAGE = 2  # bad input: the message says what to change
 EXIT_NUMERICAL_FAULT = 3  # a non-finite loss or gradient stopped training
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+MAX_FIGURE_SAMPLES = 100  # sample --n into a figure: a row of more is unreadable
 
 
 class UserError(Exception):
@@ -128,12 +129,53 @@ def _writable(path: str) -> str:
     return path
 
 
+# what a training run or an evaluation writes into its directory: never an output of
+# predict or sample
+_RUN_FILE_NAMES = ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "best.pt",
+                   "evaluations.jsonl", "learning_curves.png", "kl_per_dim.png", "samples.png")
+_RUN_FILE_PREFIXES = ("evaluation", "confusion_matrix", "latent_pca")
+
+
+def _output_file(path: str, suffixes: tuple[str, ...], what: str, run: str,
+                 source: str | None = None) -> str:
+    """``--out`` of predict or sample: a new path or a regular file, with a suffix of its
+    format, that is neither the input nor one of a run's own files; refused in one line
+    before any work, so that the rename at the end replaces nothing it should not."""
+    from pathlib import Path
+
+    target = Path(path)
+    if os.path.lexists(target) and not target.is_file():
+        kind = "a directory" if target.is_dir() else "not a regular file"
+        raise UserError(f"--out {path} is {kind}: give the path of a new or a regular file")
+    resolved = target.resolve()
+    if source is not None and os.path.exists(source) and resolved == Path(source).resolve():
+        raise UserError(f"--out {path} is the --input file: give another file name")
+    directory = resolved.parent
+    name = resolved.name
+    in_a_run = (directory / "config.json").is_file() or directory == Path(run).resolve()
+    if in_a_run and (name in _RUN_FILE_NAMES or name.startswith(_RUN_FILE_PREFIXES)
+                     or name.endswith(".pt")):
+        raise UserError(f"--out {path} is one of a training run's own files: give another "
+                        f"file name")
+    if not target.name.lower().endswith(suffixes):
+        raise UserError(f"--out {path}: give {what}")
+    return _writable(path)
+
+
+def _seed(seed: int) -> int:
+    from ppl_ssvae.config import check_seed
+
+    check_seed(seed)
+    return seed
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ppl_ssvae.run import load_run, read_inputs, write_predictions
 
+    out = _output_file(args.out, (".csv",), "a .csv file name", args.run, args.input)
     run = load_run(args.run, args.device, args.weights)
     x = read_inputs(args.input)
-    probs = write_predictions(run, run.inputs(x, args.input), _writable(args.out))
+    probs = write_predictions(run, run.inputs(x, args.input), out)
     print(f"{len(probs)} predictions of {run.num_classes} classes written to {args.out}")
     return 0
 
@@ -145,6 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--samples must be positive, got {args.samples}")
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images must be positive, got {args.max_images}")
+    _seed(args.seed)
     run = load_run(args.run, args.device, args.weights)
     result = evaluate_run(run, args.split, args.samples, args.data_dir, args.max_images,
                           args.seed)
@@ -160,10 +203,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"--n must be positive, got {args.n}")
-    if not args.out.lower().endswith((".png", ".svg", ".pdf")):
-        raise UserError(f"--out {args.out}: give a .png (or .svg, .pdf) file name")
+    _seed(args.seed)
+    out = _output_file(args.out, (".png", ".svg", ".pdf", ".npy"),
+                       "a .png (or .svg, .pdf) file name, or .npy for the images as an "
+                       "array", args.run)
+    figure = not out.lower().endswith(".npy")
+    if figure and args.n > MAX_FIGURE_SAMPLES:
+        raise UserError(f"--n {args.n} is more samples than a figure shows (at most "
+                        f"{MAX_FIGURE_SAMPLES} a row): give --out FILE.npy to get them as an "
+                        f"array (numpy.load)")
     run = load_run(args.run, args.device, args.weights)
-    write_samples(run, _writable(args.out), args.class_, args.n, args.seed)
+    write_samples(run, out, args.class_, args.n, args.seed)
     print(args.out)
     return 0
 
@@ -247,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the class y to sample (default: one row per class)")
     sampling.add_argument("--n", type=int, default=8, help="samples (per class)")
     sampling.add_argument("--seed", type=int, default=0, help="seed of the draws of z")
-    sampling.add_argument("--out", required=True, help="the PNG file to write")
+    sampling.add_argument("--out", required=True, help="the file to write: a figure (.png, "
+                          ".svg, .pdf; --n up to 100), or .npy for the images as an array, "
+                          "(n, *shape) for one --class, (K, n, *shape) for every class")
     sampling.add_argument("--device", default="cpu", help="cpu or cuda")
     sampling.add_argument("--weights", choices=("best", "last"), default="best",
                         help="the best-validation weights (best.pt, those summary.json's "

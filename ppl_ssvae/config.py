@@ -215,7 +215,52 @@ class Settings:
         return cls(**kept)
 
 
+def _check_type(name: str, annotation: str, value) -> None:
+    """Refuse a value of the wrong JSON type for the field ``name``, typed ``annotation``
+    (a string under __future__ annotations: "int", "float | None", "tuple[int, ...]")."""
+    flag = f"--{name.replace('_', '-')}"
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return
+        raise SettingsError(f"{flag} is null, and takes a value")
+    kind = next(k for k in kinds if k != "None")
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:  # the hidden widths
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok:
+        want = {"bool": "true or false", "int": "an integer", "float": "a number",
+                "str": "a string"}.get(kind, "a list of integers")
+        raise SettingsError(f"{flag} takes {want}, got {value!r}")
+
+
+def settings_from_config(values) -> Settings:
+    """The ``Settings`` a run's ``config.json`` records, checked as the command line
+    checks them: each value's type, then ``validate``; ``SettingsError`` otherwise."""
+    if not isinstance(values, dict):
+        raise SettingsError(f"it holds a JSON {type(values).__name__}, not the object of a "
+                            f"run's settings")
+    for f in dataclasses.fields(Settings):
+        if f.name in values:
+            _check_type(f.name, str(f.type), values[f.name])
+    return validate(Settings.from_dict(values))
+
+
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse a seed outside 0..MAX_SEED, as ``validate`` does for training."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SettingsError(f"{flag} must lie in 0..{MAX_SEED}, got {seed}")
 
 
 class SettingsError(ValueError):

@@ -53,7 +53,11 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp giv
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary binary file, then move it onto ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:  # a read-only file system, or a directory (/proc) that takes no new files
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise WriteError(f"cannot write {path} ({e.strerror or e}): choose a writable "
+                         f"directory; any earlier {path.name} is left as it was") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -96,6 +100,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_all(files: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
+    """Write several files as one: each to a temporary file first, and only when every
+    one is complete are they renamed into place. A failure before that leaves every old
+    file as it was (``WriteError``); none is half written."""
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, write in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                       suffix=TEMP_SUFFIX)
+            written.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fchmod(f.fileno(), _FILE_MODE)
+                os.fsync(f.fileno())
+    except BaseException as e:
+        for tmp, _ in written:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        cause = _write_failure(e)
+        if cause is None:
+            raise
+        path = written[-1][1] if written else Path(next(iter(files)))
+        raise WriteError(f"cannot write {path} ({cause}): make room, or move what is in the "
+                         f"way; no file was changed") from None
+    for tmp, path in written:
+        os.replace(tmp, path)
+    if written:
+        _fsync_dir(written[0][1].parent)
+
+
+def figure_writer(figure, fmt: str = "png", **kwargs) -> Callable[[IO[bytes]], Any]:
+    """What ``write_all`` calls to write ``figure``."""
+    return lambda f: figure.savefig(f, format=fmt, **kwargs)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -113,26 +154,29 @@ def save_figure(figure, path: str | os.PathLike, **kwargs) -> None:
     atomic_write(path, lambda f: figure.savefig(f, format=fmt, **kwargs))
 
 
-def prepare_output_dir(path: str | os.PathLike, subject: str | None = None) -> Path:
+def prepare_output_dir(path: str | os.PathLike, subject: str | None = None,
+                       advice: str | None = None) -> Path:
     """``path`` as a directory this process can write to, created if need be;
     ``OutputError`` if it cannot be, whose message begins with ``subject`` (default
-    "--out PATH")."""
+    "--out PATH") and ends with ``advice`` (default: choose another --out)."""
     path = Path(path)
     subject = subject or f"--out {path}"
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{subject} is a file, not a directory: choose another --out")
+        raise OutputError(f"{subject} is a file, not a directory: "
+                          f"{advice or 'choose another --out'}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"{subject} cannot be created ({e.strerror or e}): choose a writable "
-                          f"directory") from None
+        raise OutputError(f"{subject} cannot be created ({e.strerror or e}): "
+                          f"{advice or 'choose a writable directory'}") from None
     try:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputError(f"{subject} is not writable ({e.strerror or e}): choose a writable "
-                          f"directory or fix its permissions") from None
+        raise OutputError(f"{subject} is not writable ({e.strerror or e}): "
+                          f"{advice or 'choose a writable directory or fix its permissions'}"
+                          ) from None
     return path
 
 
@@ -151,16 +195,38 @@ def run_directory(path: str | os.PathLike, resume: bool = False) -> Iterator[Pat
         if in_the_way:  # found now, not when the file is due after hours of training
             raise OutputError(f"--out {path} has a directory where the run writes its "
                               f"{in_the_way[0]}: move it, or choose another --out")
-        if not resume:
-            found = [name for name in RUN_OUTPUTS if (path / name).exists()]
-            if found:
+        found = [name for name in RUN_OUTPUTS if (path / name).exists()]
+        if not resume and found:
+            raise OutputError(
+                f"--out {path} holds the outputs of another run ({', '.join(found)}): "
+                f"continue that run with --resume, or choose another --out")
+        if resume and not (path / "checkpoint.pt").exists():
+            lost = _outputs_of_a_checkpointed_run(path)
+            if lost:  # --resume would start over and overwrite them
                 raise OutputError(
-                    f"--out {path} holds the outputs of another run ({', '.join(found)}): "
-                    f"continue that run with --resume, or choose another --out")
+                    f"--out {path} holds the outputs of a run ({', '.join(lost)}) but not its "
+                    f"checkpoint.pt, so --resume cannot go on with it: put checkpoint.pt back, "
+                    f"or choose another --out (move the files away to start over there)")
         yield path
     finally:
         if lock is not None:
             os.close(lock)  # releases the lock; the file stays, for the next run to take
+
+
+def _outputs_of_a_checkpointed_run(path: Path) -> list[str]:
+    """The run outputs in ``path`` if a run there had written a checkpoint: one that
+    left rows in ``metrics.jsonl`` (it never runs ahead of the checkpoint) or a
+    ``summary.json``. A run killed (or stopped by a full disk) before its first
+    checkpoint leaves neither, and --resume starting it over loses nothing."""
+    metrics = path / "metrics.jsonl"
+    try:
+        rows = metrics.is_file() and metrics.stat().st_size > 0
+    except OSError:
+        rows = False
+    if not rows and not (path / "summary.json").exists():
+        return []
+    return [name for name in ("config.json", "metrics.jsonl", "summary.json", "best.pt")
+            if (path / name).exists()]
 
 
 def remove_stray_temporaries(path: Path) -> None:

@@ -18,6 +18,7 @@ from ppl_ssvae.io import save_figure  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
 MAX_ROWS = 20  # class_samples draws a row per class up to this many classes
+MAX_FIGURE_INCHES = 40.0  # class_samples: a side of the figure, at 150 dpi 6,000 pixels
 
 
 def _title(text: str, width: int) -> str:
@@ -100,7 +101,10 @@ def class_samples(images: torch.Tensor, path: str | os.PathLike, title: str = ""
         row_labels = names or [str(i) for i in range(k)]
         column_ticks = ([], [])
     cell_width = 0.45 * (width / height if len(shape) == 2 else 1.0)  # inches; a row is 0.45
-    fig, ax = plt.subplots(figsize=(columns * cell_width + 0.6, rows * 0.45 + 0.4))
+    # at most MAX_FIGURE_INCHES a side: examples far wider than high (a shape of (1, 20000))
+    # would otherwise ask for more pixels than matplotlib draws, and fail
+    fig, ax = plt.subplots(figsize=(min(columns * cell_width + 0.6, MAX_FIGURE_INCHES),
+                                    min(rows * 0.45 + 0.4, MAX_FIGURE_INCHES)))
     lo, hi = min(0.0, float(grid.min())), max(1.0, float(grid.max()))
     ax.imshow(grid.cpu().numpy(), cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_yticks(np.arange(rows) * height + height / 2, row_labels)
@@ -137,9 +141,23 @@ def kl_heatmap(history: list[dict], path: str | os.PathLike, title: str = ""):
     return fig
 
 
-def confusion_matrix(counts: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
+def _saved(fig, path: str | os.PathLike | None):
+    """Save ``fig`` to ``path`` and close it; with no path, the figure, open, for the
+    caller to write (``io.write_all``) and close."""
+    if path is None:
+        return fig
+    save_figure(fig, path, dpi=150)
+    plt.close(fig)
+    return None
+
+
+def close(fig) -> None:
+    plt.close(fig)
+
+
+def confusion_matrix(counts: torch.Tensor, path: str | os.PathLike | None, title: str = ""):
     """Counts (K, K), true class in rows, predicted in columns; each row shaded by its
-    share of the true class."""
+    share of the true class. ``path`` None: the figure is returned, not saved."""
     counts = counts.cpu().float()
     k = counts.shape[0]
     shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
@@ -157,14 +175,18 @@ def confusion_matrix(counts: torch.Tensor, path: str | os.PathLike, title: str =
     ax.set(xlabel="predicted class", ylabel="true class")
     ax.set_title(_title(title or "confusion matrix", 60), fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path, dpi=150)
-    plt.close(fig)
+    return _saved(fig, path)
 
 
-def latent_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | os.PathLike,
-                   title: str = "") -> None:
-    """2-D points (N, 2), coloured by class."""
+def latent_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | os.PathLike | None,
+                   title: str = ""):
+    """2-D points (N, 2), coloured by class; fewer than two coordinates (the principal
+    axes of one or two images) are drawn with 0 for the missing ones. ``path`` None: the
+    figure is returned, not saved."""
     points, labels = points.cpu().numpy(), labels.cpu().numpy()
+    if points.ndim != 2 or points.shape[1] < 2:
+        points = points.reshape(len(labels), -1)
+        points = np.concatenate([points, np.zeros((len(points), 2 - points.shape[1]))], axis=1)
     classes = sorted(set(labels.tolist()))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -178,5 +200,4 @@ def latent_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | os.Pa
     ax.set(xlabel="principal axis 1", ylabel="principal axis 2")
     ax.set_title(_title(title, 60), fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path, dpi=150)
-    plt.close(fig)
+    return _saved(fig, path)

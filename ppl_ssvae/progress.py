@@ -15,12 +15,17 @@ def step_fields(step: int, total: int, terms: dict | None, best_valid_accuracy: 
                 examples: int, seconds: float) -> dict[str, str]:
     """The numbers to show after ``step``, refreshed every ``FIELDS_EVERY`` steps and at
     the last (none in between): the step's loss ("nan" for a skipped one), the best
-    validation accuracy so far, and examples per second over ``examples`` in ``seconds``."""
+    validation accuracy so far (once one has been measured), and examples per second over
+    ``examples`` in ``seconds``."""
     if step % FIELDS_EVERY and step != total:
         return {}
     return dict(loss=f"{terms['loss']:.1f}" if terms else "nan",
-                best_acc=f"{max(0.0, best_valid_accuracy):.3f}",
-                ex_s=f"{examples / seconds:.0f}")
+                **best_accuracy(best_valid_accuracy), ex_s=f"{examples / seconds:.0f}")
+
+
+def best_accuracy(best_valid_accuracy: float) -> dict[str, str]:
+    """The progress line's best_acc, once an accuracy has been measured (-1 before)."""
+    return {"best_acc": f"{best_valid_accuracy:.3f}"} if best_valid_accuracy >= 0 else {}
 
 
 class Progress:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,11 @@ from ppl_ssvae import data as data_lib
 from ppl_ssvae import evaluate, plots
 from ppl_ssvae.batch import one_hot
 from ppl_ssvae.checkpoint import load_weights
-from ppl_ssvae.config import Settings
+from ppl_ssvae.config import Settings, SettingsError, check_device, check_seed, settings_from_config
 from ppl_ssvae.data import two_digit
-from ppl_ssvae.io import prepare_output_dir, write_json, write_text
+from ppl_ssvae.io import atomic_write, figure_writer, prepare_output_dir, write_all, write_text
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.registry import MODELS, build
+from ppl_ssvae.registry import MODELS, UnsupportedError, build
 
 # what runs written before config.json recorded their data had, by --dataset (the
 # built-in data sets have fixed shapes; a .npz file's are unknown)
@@ -45,6 +46,9 @@ _MNIST_SHAPE = {"num_classes": 10, "x_dim": 784, "shape": [28, 28]}
 LEGACY_DATA = {"mnist": _MNIST_SHAPE, "fashion-mnist": _MNIST_SHAPE, "synthetic": _MNIST_SHAPE,
                "two-digit-mnist": {"num_classes": 100, "x_dim": math.prod(two_digit.SHAPE),
                                    "shape": list(two_digit.SHAPE)}}
+
+
+SAMPLE_CHUNK = 1000  # examples decoded at once by Run.sample_chunks
 
 
 class InputError(ValueError):
@@ -178,27 +182,38 @@ class Run:
             InputError: ``y`` is not a class of the run.
             RunError: the model has no p(x | y, z) (``mlp``).
         """
+        chunks = list(self.sample_chunks(n, y, seed))
+        return torch.cat(chunks).reshape(n, *self.shape)
+
+    def sample_chunks(self, n: int, y: int | None = None, seed: int = 0
+                      ) -> Iterator[torch.Tensor]:
+        """``sample(n, y, seed)`` flattened, (b, D), in chunks of at most ``SAMPLE_CHUNK``
+        examples on the CPU: memory stays bounded whatever ``n``. The z of a class are
+        the same for every ``y`` given (``sample_grid``'s columns)."""
         self._require_decoder("sample")
         k = self.num_classes
         if y is not None and not 0 <= y < k:
             raise InputError(f"class {y} is not one of this run's classes 0..{k - 1}")
+        if n < 1:
+            raise InputError(f"n must be positive, got {n}")
+        try:
+            check_seed(seed, "seed")
+        except SettingsError as e:
+            raise InputError(str(e)) from None
         device = self._device()
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.settings.z_dim, generator=g)
-        labels = torch.full((n,), y) if y is not None else torch.randint(k, (n,), generator=g)
-        with evaluate.evaluation(self.pair):
-            images = self.pair.model.decode(z.to(device), one_hot(labels, k).to(device))
-        return images.reshape(n, *self.shape).cpu()
+        for start in range(0, n, SAMPLE_CHUNK):
+            b = min(SAMPLE_CHUNK, n - start)
+            z = torch.randn(b, self.settings.z_dim, generator=g)
+            labels = torch.full((b,), y) if y is not None else torch.randint(k, (b,), generator=g)
+            with evaluate.evaluation(self.pair):
+                images = self.pair.model.decode(z.to(device), one_hot(labels, k).to(device))
+            yield images.reshape(b, -1).float().cpu()
 
     def sample_grid(self, n: int = 8, seed: int = 0) -> torch.Tensor:
         """(K, n, D): n samples of every class, the same z in each column."""
-        self._require_decoder("sample")
-        k, device = self.num_classes, self._device()
-        z = torch.randn(n, self.settings.z_dim, generator=torch.Generator().manual_seed(seed))
-        z = z.to(device).expand(k, -1, -1)
-        y = torch.eye(k, device=device).unsqueeze(1).expand(-1, n, -1)
-        with evaluate.evaluation(self.pair):
-            return self.pair.model.decode(z, y).cpu()
+        return torch.stack([torch.cat(list(self.sample_chunks(n, c, seed)))
+                            for c in range(self.num_classes)])
 
     @property
     def exact_in_y(self) -> bool:
@@ -265,24 +280,56 @@ def load_run(directory: str | Path, device: str = "cpu", which: str = "best") ->
     if not checkpoint.is_file():
         raise RunError(f"{directory} has no checkpoint.pt: train into it first (ppl-ssvae "
                        f"train --out {directory})")
+    check_device(device)  # as train checks it: SettingsError, naming --device
+    if which not in ("best", "last"):
+        raise RunError(f"which must be 'best' or 'last', got {which!r}")
     try:
         config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RunError(f"{config_path} is not readable JSON ({e}): restore it from the run") from None
-    settings = Settings.from_dict(config).replace(device=device)
+    try:  # a file edited by hand is checked as the command line is
+        settings = settings_from_config(config).replace(device=device)
+    except SettingsError as e:
+        raise RunError(f"{config_path} does not hold settings a run can use ({e}): fix that "
+                       f"value, or restore the file from the run") from None
     info = config.get("data") or LEGACY_DATA.get(settings.dataset)
     if info is None:
         raise RunError(f"{config_path} does not record its data's shape (written before "
                        f"ppl-ssvae recorded it) and --dataset {settings.dataset} has no fixed "
                        f"one: add to it \"data\": {{\"num_classes\": K, \"x_dim\": D, "
                        f"\"shape\": [D]}}")
-    pair = build(settings, info["num_classes"], info["x_dim"])
-    if which not in ("best", "last"):
-        raise RunError(f"which must be 'best' or 'last', got {which!r}")
+    _check_data_info(info, config_path)
+    try:
+        pair = build(settings, info["num_classes"], info["x_dim"])
+    except UnsupportedError as e:
+        raise RunError(f"{config_path}: {e}") from None
     load_weights(pair, directory, which)  # one-line CheckpointError if they do not fit
     pair.to(device).eval()
     return Run(directory, settings, pair, int(info["num_classes"]),
                tuple(int(s) for s in info["shape"]), info)
+
+
+def _check_data_info(info, config_path: Path) -> None:
+    """The ``data`` entry of a config.json: K >= 2 classes, D >= 1 values an example,
+    a shape of positive sizes whose product is D."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    problem = None
+    if not isinstance(info, dict):
+        problem = f"\"data\" is {info!r}, not an object"
+    elif not whole(info.get("num_classes")) or info["num_classes"] < 2:
+        problem = f"data.num_classes must be an integer of 2 or more, got {info.get('num_classes')!r}"
+    elif not whole(info.get("x_dim")) or info["x_dim"] < 1:
+        problem = f"data.x_dim must be a positive integer, got {info.get('x_dim')!r}"
+    elif (not isinstance(info.get("shape"), list) or not info["shape"]
+          or not all(whole(s) and s > 0 for s in info["shape"])
+          or math.prod(info["shape"]) != info["x_dim"]):
+        problem = (f"data.shape must be a list of positive sizes whose product is data.x_dim "
+                   f"({info['x_dim']}), got {info.get('shape')!r}")
+    if problem:
+        raise RunError(f"{config_path} does not describe the run's data ({problem}): fix that "
+                       f"value, or restore the file from the run")
 
 
 # --------------------------------------------------------------------------- the commands
@@ -291,12 +338,14 @@ def read_inputs(path: str | Path) -> np.ndarray:
     """The examples in a ``.npy`` file, a ``.npz`` file (its array ``x``, or its only
     array), or an IDX ``.gz`` file of 8-bit images (scaled to [0, 1])."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--input {path} is a directory: give a .npy, .npz or IDX .gz file")
     if not path.is_file():
         raise InputError(f"--input {path} does not exist")
     name = path.name.lower()
     try:
         if name.endswith(".npy"):
-            return np.load(path, allow_pickle=False)
+            return data_lib.npz.read_npy(path)
         if name.endswith(".npz"):
             arrays = data_lib.npz.read_arrays(path)
             if "x" in arrays:
@@ -337,6 +386,15 @@ def evaluate_run(run: Run, split: str = "test", samples: int = 100, data_dir: st
     if settings.dataset == "array":
         raise RunError(f"{run.directory} was trained on arrays in memory: evaluate it from "
                        f"Python, with run.predict and run.log_marginal on your data")
+    try:
+        check_seed(seed)
+    except SettingsError as e:
+        raise InputError(str(e)) from None
+    if settings.dataset.endswith(".npz") and not Path(settings.dataset).is_file():
+        raise RunError(f"{run.directory} was trained on {settings.dataset}, which is no longer "
+                       f"there: put the file back at that path (or edit \"dataset\" in "
+                       f"{run.directory / 'config.json'} to where it is now), or measure the "
+                       f"run from Python with load_run(...).predict on your data")
     data = data_lib.load(settings.dataset, data_dir or settings.data_dir, settings.seed)
     part = getattr(data, split)
     x, y = part.x, part.y
@@ -357,32 +415,67 @@ def evaluate_run(run: Run, split: str = "test", samples: int = 100, data_dir: st
         "per_class_accuracy": per_class, "confusion_matrix": counts.tolist(),
     }
     prefix = "" if split == "test" else f"-{split}"
-    out = prepare_output_dir(run.directory)
+    out = prepare_output_dir(run.directory, f"--run {run.directory}",
+                             "copy the run to a writable directory and evaluate the copy")
     name = f"{settings.model} / {settings.inference}, {settings.dataset} {split}"
-    plots.confusion_matrix(counts, out / f"confusion_matrix{prefix}.png",
-                           f"{name}: accuracy {100 * result['accuracy']:.2f}%")
-    if run.has_decoder:
-        g = torch.Generator(device=x.device).manual_seed(seed)
-        scored = data_lib.binarize(x, g) if settings.binarize else x  # fixed by the seed
-        result["elbo_per_image"] = evaluate.elbo_per_image(
-            run.pair, scored, max(1, settings.eval_batch_size // 2), seed, run.exact_in_y)
-        log_px = evaluate.log_marginal(run.pair, scored, samples, run.exact_in_y, seed)
-        result.update(log_px_per_image=float(log_px.mean()), samples=samples,
-                      exact_in_y=run.exact_in_y, binarized=settings.binarize)
-        means = evaluate.latent_means(run.pair, x, y, settings.eval_batch_size)
-        plots.latent_scatter(evaluate.pca_2d(means), y, out / f"latent_pca{prefix}.png",
-                             f"means of q(z | x, y) of the {split} images, first two principal "
-                             f"axes: {name}")
-    result["seconds"] = time.perf_counter() - started
-    write_json(out / f"evaluation{prefix}.json", result)
+    figures = {}  # drawn first, written with evaluation.json at the end: all or none
+    try:
+        figures[out / f"confusion_matrix{prefix}.png"] = plots.confusion_matrix(
+            counts, None, f"{name}: accuracy {100 * result['accuracy']:.2f}%")
+        if run.has_decoder:
+            _measure_decoder(run, x, y, samples, seed, result, name, split, figures,
+                             out / f"latent_pca{prefix}.png")
+        result["seconds"] = time.perf_counter() - started
+        text = (json.dumps(result, indent=2, sort_keys=True) + "\n").encode()
+        write_all({**{path: figure_writer(fig, dpi=150) for path, fig in figures.items()},
+                   out / f"evaluation{prefix}.json": lambda f: f.write(text)})
+    finally:
+        for fig in figures.values():
+            plots.close(fig)
     return result
+
+
+def _measure_decoder(run: Run, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int,
+                     result: dict, name: str, split: str, figures: dict, latent_path: Path
+                     ) -> None:
+    """evaluate_run's measurements of a generative model: ELBO, log p(x), the latent
+    figure (into ``figures``)."""
+    settings = run.settings
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    scored = data_lib.binarize(x, g) if settings.binarize else x  # fixed by the seed
+    result["elbo_per_image"] = evaluate.elbo_per_image(
+        run.pair, scored, max(1, settings.eval_batch_size // 2), seed, run.exact_in_y)
+    log_px = evaluate.log_marginal(run.pair, scored, samples, run.exact_in_y, seed)
+    result.update(log_px_per_image=float(log_px.mean()), samples=samples,
+                  exact_in_y=run.exact_in_y, binarized=settings.binarize)
+    means = evaluate.latent_means(run.pair, x, y, settings.eval_batch_size)
+    figures[latent_path] = plots.latent_scatter(
+        evaluate.pca_2d(means), y, None, f"means of q(z | x, y) of the {split} images, "
+        f"first two principal axes: {name}")
 
 
 def write_samples(run: Run, out: str | Path, y: int | None = None, n: int = 8,
                   seed: int = 0) -> None:
-    """A PNG of samples: n of class ``y`` in a row, or a row of n for every class (the
-    same z in each column) when ``y`` is None."""
+    """Samples of ``run`` into ``out``: a figure (.png, .svg, .pdf) of n of class ``y`` in
+    a row, or a row of n for every class (the same z in each column) when ``y`` is None;
+    or a ``.npy`` array, (n, *shape) for one class, (K, n, *shape) for every class,
+    written in chunks, so that memory stays bounded whatever n."""
     settings = run.settings
+    if str(out).lower().endswith(".npy"):
+        classes = [y] if y is not None else list(range(run.num_classes))
+        shape = ((n,) if y is not None else (run.num_classes, n)) + tuple(run.shape)
+        next(run.sample_chunks(1, classes[0], seed))  # refuse a bad class before writing
+
+        def write(f) -> None:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                    "fortran_order": False, "shape": shape})
+            for c in classes:
+                for chunk in run.sample_chunks(n, c, seed):
+                    f.write(chunk.numpy().astype(np.float32, copy=False).tobytes())
+
+        atomic_write(out, write)
+        return
     name = f"{settings.model} / {settings.inference}"
     if y is None:
         images = run.sample_grid(n, seed)

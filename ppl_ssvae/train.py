@@ -64,7 +64,7 @@ from ppl_ssvae.checkpoint import BEST_FILE, EpochProgress, State, resume, save_b
 from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
-from ppl_ssvae.progress import Progress, step_fields
+from ppl_ssvae.progress import Progress, best_accuracy, step_fields
 from ppl_ssvae.records import data_info, epoch_row, write_figures
 from ppl_ssvae.registry import MODELS, build, resolve
 from ppl_ssvae.step import adam, draw_batch, take_step
@@ -103,6 +103,7 @@ def train(settings: Settings, data: data_lib.Dataset | None = None) -> dict:
     settings = resolve(settings)  # the model's default inference, if none was given; checked
     # before the data is read, and recorded as resolved in config.json
 
+    data = _checked_data(settings, data)  # before --out is created: bad data leaves nothing
     # the run directory, held (and locked) for the whole run by rank 0, the one that writes
     held = lambda: run_directory(settings.out, settings.resume)
     with distributed.process_group(settings) as device, distributed.entered_on_main(held) as out:
@@ -149,6 +150,26 @@ class Training:
             write_jsonl(self.out / "evaluations.jsonl", self.state.evaluations)
 
 
+def _checked_data(settings: Settings, data: data_lib.Dataset | None) -> data_lib.Dataset:
+    """The run's data, loaded and checked (range, labels) as ``_train`` uses them."""
+    if data is None:
+        data = data_lib.load(settings.dataset, settings.data_dir, settings.seed)
+    data_lib.check_range(data, settings.likelihood == "bernoulli")
+    data_lib.labelled_indices(data, settings.labels, settings.seed)
+    return data
+
+
+def _final_valid_accuracy(state: State) -> float | None:
+    """The last validation accuracy measured: an evaluations.jsonl row, or the partial
+    epoch's row of a run stopped within an epoch (--max-steps), whichever came later."""
+    last = state.evaluations[-1] if state.evaluations else None
+    row = state.history[-1] if state.history else None
+    if row is not None and row.get("valid_accuracy") is not None and (
+            last is None or row["step"] > last["step"]):
+        return row["valid_accuracy"]
+    return last["valid_accuracy"] if last else None
+
+
 def _train(settings: Settings, out: Path, device: torch.device,
            data: data_lib.Dataset | None) -> dict:
     """The loop: for each epoch, for each step, draw a batch, take a step and account for
@@ -183,6 +204,7 @@ def _train(settings: Settings, out: Path, device: torch.device,
                 break  # --time-limit or --max-steps in mid-epoch: the epoch stays open
             finish_epoch(run)  # its metrics row and validation accuracy
             if main:  # the other ranks do not evaluate
+                bar.postfix.update(best_accuracy(state.best["valid_accuracy"]))
                 bar.epoch_done(state.epoch, state.history[-1]["valid_accuracy"])
             _keep_best(run, state.epoch)
             run.checkpoint()  # before metrics.jsonl: that file never runs ahead of the checkpoint
@@ -317,6 +339,7 @@ def _leave_epoch_open(run: Training, bar: Progress, out_of_time: bool) -> None:
     row = epoch_row(run.pair, run.data, run.settings, state, state.epoch + 1,
                     run.examples_per_step, run.optimizer.param_groups[0]["lr"])
     if main:
+        bar.postfix.update(best_accuracy(state.best["valid_accuracy"]))
         bar.stopped_in_epoch(state.epoch + 1, row["epoch_fraction"], row["valid_accuracy"])
         state.history.append(row | {"partial": True})
     _keep_best(run, state.epoch + 1)  # the summary's number
@@ -328,6 +351,7 @@ def _finish(run: Training, out_of_time: bool, reached: bool) -> dict:
     settings, state = run.settings, run.state
     summary = {**_summary(run.pair, run.data, settings, state), "labels": len(run.labelled)}
     summary.update(budget_summary(settings, state, run.steps_per_epoch, out_of_time, reached))
+    summary["final_valid_accuracy"] = _final_valid_accuracy(state)
     write_json(run.out / "summary.json", summary)
     if settings.figures:
         write_figures(run.pair, run.data, settings, state, run.out)

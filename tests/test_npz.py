@@ -120,8 +120,8 @@ def bad_file(path, case):
     ("unknown-array", "unexpected array 'x_val'"),
     ("too-few-labels", "too few to hold one out for valid"),
     ("one-class", "at least two classes"),
-    ("pickled", "is not a readable .npz file"),
-    ("not-zip", "is not a readable .npz file"),
+    ("pickled", "holds Python objects, which are not loaded"),
+    ("not-zip", "is not a .npz file (numpy.savez writes a zip archive"),
 ])
 def test_every_malformed_file_is_refused_in_one_line(tmp_path, capsys, case, phrase):
     path = tmp_path / "bad.npz"

@@ -23,7 +23,7 @@ from ppl_ssvae.cli import main
 from ppl_ssvae.io import WriteError, atomic_write, run_directory, write_text
 from ppl_ssvae.objective import SSVAE
 
-train_module = importlib.import_module("ppl_ssvae.train")  # ppl_ssvae.train is also a function
+train_module = importlib.import_module("ppl_ssvae.train")
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -16,6 +16,7 @@ into them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -55,6 +56,9 @@ def load(dataset: str = "mnist", data_dir: str | None = None, seed: int = 0) -> 
     if dataset.endswith(".npz"):
         return load_npz(dataset)
     loader = LOADERS.get(dataset)
+    if loader is None and Path(dataset).is_dir():
+        raise DataError(f"--dataset {dataset} is a directory: give a .npz file, or one of "
+                        f"{', '.join(LOADERS)} with --data-dir {dataset}")
     if loader is None:
         raise DataError(f"unknown dataset {dataset!r}: use one of {', '.join(LOADERS)}, or the "
                         f"path of a .npz file")

@@ -65,10 +65,17 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
     explicit = data_dir or os.environ.get("PPL_SSVAE_DATA")
     if explicit:
         directory = Path(explicit)
+        named = "--data-dir" if data_dir else "PPL_SSVAE_DATA"  # where the user's fix goes
+        if directory.exists() and not directory.is_dir():
+            raise DataError(f"{named} {directory} is a file, not a directory: set {named} to "
+                            f"the directory that holds Fashion-MNIST's four IDX files")
         for candidate in (directory / "fashion-mnist", directory):
             if _has_files(candidate):
                 return _verified(candidate)
-        raise DataError(f"no Fashion-MNIST in {directory} (nor in its fashion-mnist/): "
+        raise DataError(f"no Fashion-MNIST in {directory} (nor in its fashion-mnist/), which "
+                        f"{named} names: {HOW_TO_GET}, or unset {named}"
+                        if not data_dir else
+                        f"no Fashion-MNIST in {directory} (nor in its fashion-mnist/): "
                         f"{HOW_TO_GET}, or drop --data-dir")
     for candidate in (cache_dir() / "fashion-mnist", DEBIAN_DIR):
         if _has_files(candidate):

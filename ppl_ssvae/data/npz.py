@@ -26,6 +26,7 @@ for ``--likelihood bernoulli``; any finite value for ``gaussian``.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -44,9 +45,9 @@ def _examples(path: Path, name: str, x: np.ndarray, shape: tuple[int, ...] | Non
                                    or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{path}: {name} must hold numbers (an integer or float dtype), got "
                         f"dtype {x.dtype}")
-    if x.ndim not in (2, 3) or len(x) == 0:
-        raise DataError(f"{path}: {name} must have shape (N, D) or (N, H, W) with N > 0, got "
-                        f"{x.shape}")
+    if x.ndim not in (2, 3) or len(x) == 0 or 0 in x.shape[1:]:
+        raise DataError(f"{path}: {name} must have shape (N, D) or (N, H, W) with N, D, H, W > 0, "
+                        f"got {x.shape}")
     if shape is not None and x.shape[1:] != shape:
         raise DataError(f"{path}: {name} has examples of shape {x.shape[1:]}, x has {shape}: "
                         f"give them the same shape")
@@ -54,6 +55,13 @@ def _examples(path: Path, name: str, x: np.ndarray, shape: tuple[int, ...] | Non
     if not finite.all():
         raise DataError(f"{path}: {name} holds NaN or infinite values (first in example "
                         f"{int(np.argmin(finite))}): remove or impute them")
+    largest = float(np.finfo(np.float32).max)
+    if np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4:
+        beyond = (np.abs(x.reshape(len(x), -1)) > largest).any(axis=1)
+        if beyond.any():
+            raise DataError(f"{path}: {name} holds values beyond float32's range (±{largest:.3g}; "
+                            f"first in example {int(np.argmax(beyond))}), which training computes "
+                            f"in: rescale them")
     return x
 
 
@@ -73,19 +81,91 @@ def _labels(path: Path, name: str, y: np.ndarray, n: int, x_name: str, unlabelle
     return y.astype(np.int64)
 
 
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of ``path``, never unpickling anything."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: give the path of your .npz file")
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what numpy.savez writes: a zip archive
+NPY_MAGIC = b"\x93NUMPY"  # what numpy.save writes
+DEFLATE_MAX_RATIO = 1100  # deflate expands at most ~1032-fold: a bound on a member's size
+
+
+def _begins_with(path: Path) -> bytes:
     try:
+        with open(path, "rb") as f:
+            return f.read(6)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}): check its permissions") from None
+
+
+def _check_file(path: Path, what: str = ".npz file") -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a {what}: give the path of the file")
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: give the path of your {what}")
+
+
+def _array_size(header_of, name: str, path: Path) -> tuple[tuple[int, ...], int]:
+    """The shape an .npy header claims and the bytes it asks for; object arrays refused."""
+    version = np.lib.format.read_magic(header_of)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(header_of)
+    if dtype.hasobject:
+        raise DataError(f"{path}: {name} holds Python objects, which are not loaded (that could "
+                        f"run code): save numbers, numpy.savez(path, x=..., y=...)")
+    return shape, math.prod(shape) * dtype.itemsize
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, its size checked against the file before it is read."""
+    _check_file(path, ".npy file")
+    if _begins_with(path) != NPY_MAGIC:
+        raise DataError(f"{path} is not a .npy file (it does not begin as numpy.save writes "
+                        f"one): save the examples with numpy.save(path, x)")
+    try:
+        with open(path, "rb") as f:
+            shape, size = _array_size(f, "the array", path)
+            room = path.stat().st_size - f.tell()
+        if size > room:
+            raise DataError(f"{path} claims an array of shape {shape} ({size:,} bytes) but holds "
+                            f"{room:,} bytes: it is truncated or damaged; save it again")
+        return np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path} is not a readable .npy file ({reason}): save it with "
+                        f"numpy.save(path, x)") from None
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``path``, never unpickling anything, and never asking for more memory
+    than the file can hold (a header claiming a huge shape is refused first)."""
+    _check_file(path)
+    start = _begins_with(path)
+    if start == NPY_MAGIC:
+        raise DataError(f"{path} holds a single array (a .npy file), not named arrays: save "
+                        f"them with numpy.savez(path, x=..., y=...)")
+    if start[:4] not in ZIP_MAGIC:
+        raise DataError(f"{path} is not a .npz file (numpy.savez writes a zip archive, and this "
+                        f"file is not one): save it with numpy.savez(path, x=..., y=...)")
+    try:
+        disk = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue
+                name = member.filename[:-4]
+                with archive.open(member) as f:
+                    shape, size = _array_size(f, name, path)
+                room = min(member.file_size, disk if member.compress_type == zipfile.ZIP_STORED
+                           else DEFLATE_MAX_RATIO * min(member.compress_size, disk))
+                if size > room:
+                    raise DataError(f"{path}: {name} claims shape {shape} ({size:,} bytes), more "
+                                    f"than the file holds: it is damaged; save it again with "
+                                    f"numpy.savez")
         with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise DataError(f"{path} holds a single array, not named arrays: save it with "
-                                f"numpy.savez(path, x=..., y=...)")
             return {name: np.asarray(f[name]) for name in f.files}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{path} is not a readable .npz file ({reason}): save it with "
                         f"numpy.savez(path, x=..., y=...)") from None
@@ -150,9 +230,11 @@ def load_npz(path: str | Path) -> Dataset:
     if num_classes < 2:
         raise DataError(f"{path}: y needs labels of at least two classes (0 and 1), found "
                         f"{num_classes}")
-    present = np.bincount(y[y >= 0], minlength=num_classes)
-    if (present == 0).any():
-        missing = int(np.flatnonzero(present == 0)[0])
+    # found without a count per class: a label of 10^12 must not ask for 8 TB
+    present = np.unique(y[y >= 0])
+    if len(present) != num_classes:
+        gaps = np.flatnonzero(present != np.arange(len(present)))
+        missing = int(gaps[0]) if len(gaps) else len(present)
         raise DataError(f"{path}: class {missing} has no labelled example in y; every class "
                         f"0..{num_classes - 1} needs one: label one or renumber the classes")
 
