@@ -1,0 +1,93 @@
+"""The inference networks of the hierarchical model (M1+M2 as one model)::
+
+    q(z1 | x)     = N(z1 | mu_phi(x), diag sigma_phi(x)^2)          M1's encoder
+    q(y | z1)     = Cat(y | softmax(g_phi(z1)))                     the classifier
+    q(z2 | z1, y) = N(z2 | mu_phi(z1, y), diag sigma_phi(z1, y)^2)  small, run K times
+
+z1 is drawn first, once per image; y is enumerated (or sampled, or relaxed) given it,
+and z2 given both. ``classifier_input="x"`` (``--classifier-input x``) reads the image
+instead, q(y | x), M2's classifier.
+
+What evaluation and figures see (the protocol every guide keeps, as the ADGM's):
+
+- ``classify(x)``: logits of q(y | z1). While training z1 is one draw from q(z1 | x), so
+  the objective's classifier term is a one-sample estimate of E_q(z1|x)[-log q(y | z1)];
+  in evaluation mode (``module.eval()``) z1 is the mean of q(z1 | x).
+- ``encode_z(x, y)``: mean and scale of q(z2 | z1, y) at z1 = the mean of q(z1 | x); the
+  KL-per-dimension figure is z2's.
+- ``encode_z1(x)``: mean and scale of q(z1 | x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppl_ssvae.batch import Batch
+from ppl_ssvae.inference import ExactY
+from ppl_ssvae.nets import MLP, GaussianHead
+
+CLASSIFIER_INPUTS = ("z1", "x")
+
+
+class HierarchicalGuide(nn.Module):
+    def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
+                 hidden: Sequence[int] = (500,), activation: str = "softplus",
+                 batch_norm: bool = False, input_dropout: float = 0.0,
+                 y_family: ExactY | None = None, z1_dim: int = 50,
+                 label_hidden: Sequence[int] = (100,), classifier_input: str = "z1"):
+        super().__init__()
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise ValueError(f"classifier_input takes {' or '.join(CLASSIFIER_INPUTS)}, got "
+                             f"{classifier_input!r}")
+        self.num_classes, self.z_dim, self.z1_dim = num_classes, z_dim, z1_dim
+        self.classifier_input = classifier_input
+        self.y_family = y_family or ExactY({"enumerate": "parallel"})
+        self.encoder_z1 = GaussianHead([x_dim], hidden, z1_dim, activation=activation,
+                                       batch_norm=batch_norm)
+        if classifier_input == "x":
+            self.classifier = MLP([x_dim], hidden, num_classes, activation, batch_norm,
+                                  input_dropout)
+        else:  # on a 50-dim code, input dropout would drop a fifth of what it knows
+            self.classifier = MLP([z1_dim], hidden, num_classes, activation, batch_norm)
+        self.encoder_z2 = GaussianHead([z1_dim, num_classes], label_hidden, z_dim,
+                                       activation=activation)
+        # a learned score-function baseline b(x), if the inference method uses one
+        self.baseline = self.y_family.baseline_network(x_dim, hidden, activation)
+
+    def encode_z1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and scale of q(z1 | x)."""
+        return self.encoder_z1(x)
+
+    def classify_given_z1(self, x: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y | z1) (of q(y | x) with ``classifier_input="x"``)."""
+        return self.classifier(x if self.classifier_input == "x" else z1)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y | z1): z1 ~ q(z1 | x) while training, its mean in eval mode."""
+        if self.classifier_input == "x":
+            return self.classifier(x)
+        loc, scale = self.encode_z1(x)
+        z1 = loc + scale * torch.randn_like(loc) if self.training else loc
+        return self.classifier(z1)
+
+    def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and scale of q(z2 | z1, y) at z1 = the mean of q(z1 | x)."""
+        z1, _ = self.encode_z1(x)
+        return self.encoder_z2(z1, y)
+
+    def forward(self, batch: Batch) -> None:
+        pyro.module("guide", self)
+        for part in batch.in_plates():
+            loc, scale = self.encode_z1(part.x)
+            z1 = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
+            y = part.y
+            if y is None:
+                q_y = self.y_family.posterior(self.classify_given_z1(part.x, z1))
+                y = pyro.sample("y", q_y, infer=self.y_family.site_infer(part, self.baseline))
+            loc, scale = self.encoder_z2(z1, y)
+            pyro.sample("z2", dist.Normal(loc, scale).to_event(1))
