@@ -39,7 +39,8 @@ class HierarchicalGuide(nn.Module):
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  batch_norm: bool = False, input_dropout: float = 0.0,
                  y_family: ExactY | None = None, z1_dim: int = 50,
-                 label_hidden: Sequence[int] = (100,), classifier_input: str = "z1"):
+                 label_hidden: Sequence[int] = (100,), classifier_input: str = "z1",
+                 label_activation: str | None = None):
         super().__init__()
         if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(f"classifier_input takes {' or '.join(CLASSIFIER_INPUTS)}, got "
@@ -55,7 +56,7 @@ class HierarchicalGuide(nn.Module):
         else:  # on a 50-dim code, input dropout would drop a fifth of what it knows
             self.classifier = MLP([z1_dim], hidden, num_classes, activation, batch_norm)
         self.encoder_z2 = GaussianHead([z1_dim, num_classes], label_hidden, z_dim,
-                                       activation=activation)
+                                       activation=label_activation or activation)
         # a learned score-function baseline b(x), if the inference method uses one
         self.baseline = self.y_family.baseline_network(x_dim, hidden, activation)
 

@@ -37,12 +37,14 @@ class Hierarchical(nn.Module):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  y_family: ExactY | None = None, likelihood: str = "bernoulli",
-                 z1_dim: int = 50, label_hidden: Sequence[int] = (100,)):
+                 z1_dim: int = 50, label_hidden: Sequence[int] = (100,),
+                 label_activation: str | None = None):
         super().__init__()
         self.num_classes, self.z_dim, self.z1_dim, self.x_dim = num_classes, z_dim, z1_dim, x_dim
         self.y_family = y_family or ExactY()
         # p(z1 | y, z2): the small network, run K times when y is summed out
-        self.code = GaussianHead([z_dim, num_classes], label_hidden, z1_dim, activation=activation)
+        self.code = GaussianHead([z_dim, num_classes], label_hidden, z1_dim,
+                                 activation=label_activation or activation)
         self.decoder = MLP([z1_dim], hidden, x_dim, activation)  # p(x | z1): run once
         self.likelihood = make_likelihood(likelihood, x_dim)
         self.register_buffer("y_logits", torch.zeros(num_classes))

@@ -127,15 +127,21 @@ def _two_digit_mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
     return TwoDigitClassifier(network), TwoDigitClassifierGuide(network)
 
 
+def _label_activation(s: Settings) -> str:
+    # the networks that read y run K times in an exact sum: maxout's 4 pieces would
+    # make their hidden layer 4 times as wide, so they take softplus in its place
+    return "softplus" if s.activation == "maxout" else s.activation
+
+
 def _hierarchical(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return Hierarchical(k, s.z_dim, d, s.hidden, s.activation, family, s.likelihood,
-                        s.z1_dim, (s.label_hidden,))
+                        s.z1_dim, (s.label_hidden,), _label_activation(s))
 
 
 def _hierarchical_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
     return HierarchicalGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
                              s.input_dropout, family, s.z1_dim, (s.label_hidden,),
-                             s.classifier_input)
+                             s.classifier_input, _label_activation(s))
 
 
 TWO_DIGIT_INFERENCES = ("enum", "enum-seq", "score", "gumbel", "st-gumbel", "gumbel-cat-kl",
