@@ -14,8 +14,11 @@ inputs) and one pass of the decoder and of the image encoder q(z1 | x), where M2
 K passes of its decoder. At K = 100 the exact sum then costs about what a relaxed
 step of M2 does (``ppl-ssvae bench``).
 
-``--z-dim`` is z2's dimension, ``--z1-dim`` z1's; ``--hidden`` the networks that read or
-write x, ``--label-hidden`` the two that read y.
+``--z-dim`` is z2's dimension, ``--z1-dim`` z1's (50 each, as in Kingma et al.'s M1 and
+M2); ``--hidden`` sizes the networks that read or write x (run once per image), and
+``--label-hidden`` (50 softplus units, one layer; softplus in place of maxout) the two
+that read y: their inputs are 50-dim codes, not 784 pixels, and at K = 100 they run on
+K x B rows, so their width is what an exact sum costs.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class Hierarchical(nn.Module):
     def __init__(self, num_classes: int = 10, z_dim: int = 50, x_dim: int = 784,
                  hidden: Sequence[int] = (500,), activation: str = "softplus",
                  y_family: ExactY | None = None, likelihood: str = "bernoulli",
-                 z1_dim: int = 50, label_hidden: Sequence[int] = (100,),
+                 z1_dim: int = 50, label_hidden: Sequence[int] = (50,),
                  label_activation: str | None = None):
         super().__init__()
         self.num_classes, self.z_dim, self.z1_dim, self.x_dim = num_classes, z_dim, z1_dim, x_dim

@@ -60,13 +60,14 @@ class Settings:
         default=50, metadata={"help": "hierarchical: dimension of z1, the code of x (--z-dim is z2's)"}
     )
     label_hidden: int = field(
-        default=100,
-        metadata={"help": "hierarchical: hidden width of the small networks that read y, "
-                  "p(z1|y,z2) and q(z2|z1,y), which an exact sum over y runs K times"},
+        default=50,
+        metadata={"help": "hierarchical: hidden width (softplus, one layer) of the small "
+                  "networks that read y, p(z1|y,z2) and q(z2|z1,y), which an exact sum over "
+                  "y runs K times"},
     )
     classifier_input: str = field(
-        default="z1", metadata={"help": "hierarchical: what the classifier q(y|.) reads, z1 "
-                                "(Kingma et al.'s M1+M2) or x"}
+        default="x", metadata={"help": "hierarchical: what the classifier q(y|.) reads, x "
+                               "(as M2's) or z1 (as Kingma et al.'s M1+M2)"}
     )
     # objective
     classifier_weight: float = field(

@@ -178,7 +178,7 @@ MODELS: dict[str, ModelSpec] = {
                   classes_hint=TWO_DIGIT_HINT, example_data=(100, 1568)),
         ModelSpec("hierarchical", "M1+M2 as one model: y ~ Cat(1/K), z2 ~ N(0, I), "
                   "z1 ~ N(mu(y, z2), sigma(y, z2)), x ~ Bernoulli(f(z1)); guide q(z1|x) "
-                  "q(y|z1) q(z2|z1,y)", HIERARCHICAL_INFERENCES, _hierarchical,
+                  "q(y|x) q(z2|z1,y)", HIERARCHICAL_INFERENCES, _hierarchical,
                   _hierarchical_guide),
     ]
 }
