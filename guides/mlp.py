@@ -11,6 +11,8 @@ from torch import nn
 
 from ppl_ssvae.batch import Batch
 
+from .two_digit import joint_logits
+
 
 class ClassifierGuide(nn.Module):
     def __init__(self, network: nn.Module):
@@ -30,6 +32,4 @@ class TwoDigitClassifierGuide(ClassifierGuide):
     logits log p(y1 | x) + log p(y2 | x) of its two heads."""
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        from .two_digit import joint_logits
-
         return joint_logits(*self.network(x))
