@@ -20,6 +20,8 @@ from torch import nn
 from ppl_ssvae.batch import Batch
 from ppl_ssvae.labels import digits_of
 
+from .two_digit import TwoDigit
+
 
 class Classifier(nn.Module):
     def __init__(self, network: nn.Module):
@@ -46,9 +48,9 @@ class TwoDigitClassifier(Classifier):
 
     ``network(x)`` returns the two heads' logits."""
 
-    label_sites = ("y1", "y2")
-    split_label = staticmethod(lambda c: dict(zip(("y1", "y2"), digits_of(c), strict=True)))
-    join_label = staticmethod(lambda values: 10 * values["y1"] + values["y2"])
+    label_sites = TwoDigit.label_sites  # y1, y2: the class 10 y1 + y2, as the two-digit model's
+    split_label = staticmethod(TwoDigit.split_label)
+    join_label = staticmethod(TwoDigit.join_label)
 
     def story(self, x: torch.Tensor, y: torch.Tensor) -> None:
         logits1, logits2 = self.network(x)
