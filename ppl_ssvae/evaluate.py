@@ -157,7 +157,7 @@ def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
         trace = poutine.trace(discrete).get_trace(Batch(x_u=x))
     sites = _label_site_names(pair)
     if not all(name in trace.nodes for name in sites.values()):
-        raise ValueError("this model has no discrete latent label to infer (its class weights "
+        raise ValueError("this model has no discrete latent y to infer (its class weights "
                          "are continuous): use predict() for its labels")
     return join_label(pair.model, {site: trace.nodes[name]["value"].reshape(len(x))
                                    for site, name in sites.items()})
