@@ -24,7 +24,9 @@ fixed batches, records:
   q(a|x) from the prior, the share of its mean's variance that lies between classes,
   the entropy of alpha = softmax(a)), and for every model ``where_the_class_is``: how
   much the decoder's picture depends on the class, and how much of the class a linear
-  probe reads from q(z|x, .).
+  probe reads from q(z|x, .); per label site for a model with several (the two-digit
+  model's y1, y2: each digit's accuracy, decoder share and probe), and from z1 and z2
+  apart for the hierarchical model.
 
 Writes ``diagnosis.json`` (one row per measurement) and ``diagnosis.png``;
 ``--compare DIR ... --out FIGURE.png`` draws several diagnoses in one figure.
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", nargs="+", type=Path, default=None, metavar="RUN",
                         help="only measure where trained runs keep the class (class_code for "
                         "the logistic-normal prior; for the ADGM, what its auxiliary a does "
-                        "for the classifier), at their best-validation and last weights, into "
+                        "for the classifier; per digit for two-digit, in z1 and z2 for "
+                        "hierarchical), at their best-validation and last weights, into "
                         "--out (a .json)")
     parser.add_argument("--signal", nargs="+", type=Path, default=None, metavar="RUN",
                         help="only measure, at trained runs' best weights, the classifier's ELBO "

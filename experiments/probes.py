@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from ppl_ssvae import data as data_lib
 from ppl_ssvae.batch import Batch
 from ppl_ssvae.evaluate import evaluation
+from ppl_ssvae.labels import label_sites, split_label
 from ppl_ssvae.train import draw_batch
 
 
@@ -53,13 +54,39 @@ def where_the_class_is(pair, x: torch.Tensor, y: torch.Tensor) -> dict:
     ``valid_accuracy``, its classifier's; ``decoder_class_share``, how much the decoder's
     picture depends on the class it is given (0: not at all); ``z_probe_accuracy``, how
     much of the class a linear read of q(z | x, .)'s mean recovers, the encoder given the
-    classifier's soft prediction (high while the decoder ignores the class: z carries it)."""
+    classifier's soft prediction (high while the decoder ignores the class: z carries it).
+
+    A model with several label sites (the two-digit model's y1, y2) adds, per site,
+    ``{site}_accuracy`` (the classifier's, on that part of the class),
+    ``decoder_{site}_share`` (the share of the pictures' variance between the values of
+    that site alone, averaged over the others) and ``z_probe_{site}_accuracy``. The
+    hierarchical model's z is z2 (``encode_z``), and ``z1_probe_accuracy`` reads the class
+    from the mean of q(z1 | x), the code the decoder draws from: there the class should
+    be (the decoder sees nothing else), while z2, if the hierarchy separates class from
+    style, should carry little of it."""
+    model, guide = pair.model, pair.guide
     with evaluation(pair), torch.no_grad():
-        logits = pair.guide.classify(x)
-        z_loc, _ = pair.guide.encode_z(x, logits.softmax(-1))
-        return {"valid_accuracy": float((logits.argmax(-1) == y).float().mean()),
-                "decoder_class_share": decoder_class_share(pair.model),
-                "z_probe_accuracy": linear_probe(z_loc, y)}
+        logits = guide.classify(x)
+        predicted = logits.argmax(-1)
+        z_loc, _ = guide.encode_z(x, logits.softmax(-1))
+        means = decoded_corners(model)
+        out = {"valid_accuracy": float((predicted == y).float().mean()),
+               "decoder_class_share": between_share(means),
+               "z_probe_accuracy": linear_probe(z_loc, y)}
+        sites = label_sites(model)
+        if len(sites) > 1:
+            classes = torch.arange(model.num_classes, device=means.device)
+            truth, guess = split_label(model, y), split_label(model, predicted)
+            for site, values in split_label(model, classes).items():
+                out[f"{site}_accuracy"] = float((guess[site] == truth[site]).float().mean())
+                # the main effect of the site: the pictures averaged within each of its values
+                out[f"decoder_{site}_share"] = between_share(means, values)
+                out[f"z_probe_{site}_accuracy"] = linear_probe(z_loc, truth[site])
+        if hasattr(guide, "encode_z1"):
+            z1_loc, _ = guide.encode_z1(x)
+            out["z1_probe_accuracy"] = linear_probe(z1_loc, y)
+            out["z2_probe_accuracy"] = out["z_probe_accuracy"]
+        return out
 
 
 def class_code(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 10) -> dict:
@@ -111,19 +138,38 @@ def auxiliary_use(pair, x: torch.Tensor, y: torch.Tensor, draws: int = 20) -> di
                 "a_scale_mean": float(scale.mean())}
 
 
-def decoder_class_share(model, n: int = 200, seed: int = 0) -> float:
-    """How much the decoder's picture depends on the class it is given: for ``n`` draws
-    z ~ N(0, I) decoded at each of the K corners e_k of the simplex, the share of the
-    pixel means' variance that lies between the K pictures of one z (1: the class alone
-    draws the image, 0: the decoder ignores it and z carries everything)."""
+def decoded_corners(model, n: int = 200, seed: int = 0) -> torch.Tensor:
+    """The decoder's pixel means for ``n`` draws z ~ N(0, I), each decoded at every one of
+    the K corners e_k of the simplex (every class): (n, K, D)."""
     g = torch.Generator().manual_seed(seed)
     k = model.num_classes
     z = torch.randn((n, model.z_dim), generator=g).to(model.z_loc)
     corners = torch.eye(k).to(model.z_loc)
     with torch.no_grad():
-        means = model.decode(z.repeat_interleave(k, 0), corners.repeat(n, 1)).reshape(n, k, -1)
-    between = ((means - means.mean(1, keepdim=True)) ** 2).sum()
-    return float(between / ((means - means.mean((0, 1))) ** 2).sum())
+        return model.decode(z.repeat_interleave(k, 0), corners.repeat(n, 1)).reshape(n, k, -1)
+
+
+def between_share(means: torch.Tensor, groups: torch.Tensor | None = None) -> float:
+    """The share of the variance of ``means`` (n, K, D) that lies between the K pictures
+    of one z (``groups=None``: every class apart); with ``groups`` (K,), a label site's
+    value for each class, between the means of the groups only: that site's main effect."""
+    centred = means - means.mean((0, 1))
+    per_z = means - means.mean(1, keepdim=True)
+    if groups is not None:
+        grouped = torch.zeros_like(per_z)
+        for value in groups.unique().tolist():
+            members = groups == value
+            grouped[:, members] = per_z[:, members].mean(1, keepdim=True)
+        per_z = grouped
+    return float((per_z ** 2).sum() / (centred ** 2).sum())
+
+
+def decoder_class_share(model, n: int = 200, seed: int = 0) -> float:
+    """How much the decoder's picture depends on the class it is given: for ``n`` draws
+    z ~ N(0, I) decoded at each of the K corners e_k of the simplex, the share of the
+    pixel means' variance that lies between the K pictures of one z (1: the class alone
+    draws the image, 0: the decoder ignores it and z carries everything)."""
+    return between_share(decoded_corners(model, n, seed))
 
 
 def linear_probe(features: torch.Tensor, y: torch.Tensor, steps: int = 200) -> float:

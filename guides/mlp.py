@@ -11,6 +11,8 @@ from torch import nn
 
 from ppl_ssvae.batch import Batch
 
+from .two_digit import joint_logits
+
 
 class ClassifierGuide(nn.Module):
     def __init__(self, network: nn.Module):
@@ -23,3 +25,11 @@ class ClassifierGuide(nn.Module):
 
     def forward(self, batch: Batch) -> None:
         pyro.module("guide", self)  # nothing to sample
+
+
+class TwoDigitClassifierGuide(ClassifierGuide):
+    """The empty guide of the two-digit classifier; ``classify`` returns the 100 joint
+    logits log p(y1 | x) + log p(y2 | x) of its two heads."""
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return joint_logits(*self.network(x))

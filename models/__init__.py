@@ -2,8 +2,11 @@
 
 from .adgm import ADGM
 from .dirichlet import DirichletPrior
+from .hierarchical import Hierarchical
 from .logistic_normal_prior import LogisticNormalPrior
 from .m2 import M2
-from .mlp import Classifier
+from .mlp import Classifier, TwoDigitClassifier
+from .two_digit import TwoDigit
 
-__all__ = ["ADGM", "Classifier", "DirichletPrior", "LogisticNormalPrior", "M2"]
+__all__ = ["ADGM", "Classifier", "DirichletPrior", "Hierarchical", "LogisticNormalPrior", "M2",
+           "TwoDigit", "TwoDigitClassifier"]

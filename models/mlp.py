@@ -18,6 +18,9 @@ from pyro.contrib.autoname import scope
 from torch import nn
 
 from ppl_ssvae.batch import Batch
+from ppl_ssvae.labels import digits_of
+
+from .two_digit import TwoDigit
 
 
 class Classifier(nn.Module):
@@ -35,3 +38,22 @@ class Classifier(nn.Module):
                 continue
             with part.plate(), scope(prefix=part.name):
                 self.story(part.x, part.y)
+
+
+class TwoDigitClassifier(Classifier):
+    """The supervised baseline of the two-digit model, with its structure: two 10-way
+    heads on one network, for every labelled image n (class 10 a + b)::
+
+        y1_n ~ Cat(softmax(g1_theta(x_n))),  y2_n ~ Cat(softmax(g2_theta(x_n)))
+
+    ``network(x)`` returns the two heads' logits."""
+
+    label_sites = TwoDigit.label_sites  # y1, y2: the class 10 y1 + y2, as the two-digit model's
+    split_label = staticmethod(TwoDigit.split_label)
+    join_label = staticmethod(TwoDigit.join_label)
+
+    def story(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        logits1, logits2 = self.network(x)
+        tens, units = digits_of(y)
+        pyro.sample("y1", dist.Categorical(logits=logits1), obs=tens)
+        pyro.sample("y2", dist.Categorical(logits=logits2), obs=units)

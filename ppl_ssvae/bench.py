@@ -13,7 +13,9 @@ machine hits them alike:
    ``backward()``, the same Adam; each step row gives its ratio to it;
 3. ``scaling``: the step for K in {10, 30, 100, 300} classes (synthetic data of MNIST's
    shape) for enum, gumbel, st-gumbel and score; a table and a log-log figure. Its
-   K = 10 row repeats the step table's rows, the same configurations;
+   K = 10 row repeats the step table's rows, the same configurations. At each K, section
+   ``hierarchical`` times the hierarchical model (exact sum and gumbel-cat-kl) beside
+   M2's gumbel-cat-kl step, taking turns with it;
 4. ``two-digit``: the step on real images with K = 100, two-digit MNIST (1,568 pixels),
    for the methods of the time-budget comparison (``experiments/timebudget.py``): the
    scaling table's K = 100 row, on the data it is about (skipped by ``--quick``, and
@@ -48,7 +50,14 @@ import pyro
 import torch
 
 from ppl_ssvae import data as data_lib
-from ppl_ssvae.bench_report import PLAIN, SCALING_INFERENCES, format_report, write_outputs
+from ppl_ssvae.bench_report import (
+    HIERARCHICAL,
+    PLAIN,
+    SCALING_INFERENCES,
+    format_report,
+    ratio,
+    write_outputs,
+)
 from ppl_ssvae.config import Settings
 from ppl_ssvae.registry import MODELS, build
 from ppl_ssvae.step import adam, draw_batch
@@ -58,7 +67,9 @@ SCALING_K = (10, 30, 100, 300)
 JIT_INFERENCES = ("enum", "gumbel")  # JitTraceEnum_ELBO, JitTrace_ELBO
 TRAIN_SIZE = 2000  # synthetic images to draw batches from; the step does not depend on it
 TWO_DIGIT = (("m2", "enum"), ("m2", "gumbel-cat-kl"), ("m2", "st-gumbel-cat-kl"),
-             ("m2", "tracegraph"), ("mlp", "ml"))
+             ("m2", "tracegraph"), ("mlp", "ml"), ("two-digit", "enum"),
+             ("two-digit", "gumbel-cat-kl"), ("two-digit-mlp", "ml"), ("hierarchical", "enum"),
+             ("hierarchical", "gumbel-cat-kl"))
 
 
 @dataclass
@@ -208,6 +219,8 @@ def row(case: Case, examples_per_step: int = 200) -> dict:
 def step_cases(plan: Plan, data, labelled) -> list[Case]:
     cases = [make_case("step", PLAIN, "exact", data, labelled, plan.device)]
     for name, spec in MODELS.items():
+        if spec.classes not in (None, data.num_classes):
+            continue  # a model of 100 classes (two-digit) is timed in the two-digit section
         inferences = spec.inferences
         if plan.quick:  # each model's default, and the two the targets compare
             inferences = [i for i in inferences if i == inferences[0] or
@@ -253,6 +266,7 @@ def run(plan: Plan, log: Callable[[str], None] = lambda message: None) -> list[d
         for r in scaling_rows:
             r["speedup_vs_enum"] = enum_ms / r["step_ms"] if r["step_ms"] and enum_ms else None
         rows += scaling_rows
+        rows += hierarchical_rows(k, plan, log)
     if plan.two_digit:
         log("one training step on two-digit MNIST, 1,568 pixels, K = 100 ...")
         rows += two_digit_rows(plan, log)
@@ -263,6 +277,21 @@ def run(plan: Plan, log: Callable[[str], None] = lambda message: None) -> list[d
                "torch": torch.__version__, "pyro": pyro.__version__,
                "warmup": plan.warmup, "quick": plan.quick}
     return [{**r, **context} for r in rows]
+
+
+def hierarchical_rows(k: int, plan: Plan, log: Callable[[str], None]) -> list[dict]:
+    """The hierarchical model's step (exact sum and relaxed) beside M2's relaxed step at
+    K classes, synthetic data of MNIST's shape: section ``hierarchical``."""
+    log(f"hierarchical model against M2's relaxed step: K = {k} ...")
+    data, labelled = bench_data(k, plan.device)
+    cases = [make_case("hierarchical", model, inference, data, labelled, plan.device)
+             for model, inference in HIERARCHICAL]
+    run_interleaved(cases, plan, log)
+    rows = [row(c) for c in cases]
+    relaxed = rows[0]
+    for r in rows:
+        r["vs_m2_gumbel_cat_kl"] = ratio(r, relaxed)
+    return rows
 
 
 def two_digit_rows(plan: Plan, log: Callable[[str], None]) -> list[dict]:

@@ -73,6 +73,19 @@ class Settings:
     input_dropout: float = field(
         default=0.25, metadata={"help": "dropout rate on the input of the classifier q(y|x)"}
     )
+    z1_dim: int = field(
+        default=50, metadata={"help": "hierarchical: dimension of z1, the code of x (--z-dim is z2's)"}
+    )
+    label_hidden: int = field(
+        default=50,
+        metadata={"help": "hierarchical: hidden width (softplus, one layer) of the small "
+                  "networks that read y, p(z1|y,z2) and q(z2|z1,y), which an exact sum over "
+                  "y runs K times"},
+    )
+    classifier_input: str = field(
+        default="x", metadata={"help": "hierarchical: what the classifier q(y|.) reads, x "
+                               "(as M2's) or z1 (as Kingma et al.'s M1+M2)"}
+    )
     # objective
     classifier_weight: float = field(
         default=1.0,
@@ -275,7 +288,7 @@ def validate(settings: Settings) -> Settings:
             raise SettingsError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "labelled_batch_size", "lr", "temperature",
                 "temperature_min", "z_dim", "eval_batch_size",
-                "dirichlet_concentration")
+                "dirichlet_concentration", "z1_dim", "label_hidden")
     for name in positive:
         value = getattr(settings, name)
         if not value > 0:
@@ -312,6 +325,8 @@ def validate(settings: Settings) -> Settings:
                             f"{settings.stop_at_accuracy}")
     if settings.labelled_input not in ("weights", "one-hot"):
         raise SettingsError(f"--labelled-input takes weights or one-hot, got {settings.labelled_input!r}")
+    if settings.classifier_input not in ("z1", "x"):
+        raise SettingsError(f"--classifier-input takes z1 or x, got {settings.classifier_input!r}")
     if settings.time_clock not in ("cpu", "wall"):
         raise SettingsError(f"--time-clock takes cpu or wall, got {settings.time_clock!r}")
     if settings.classifier_ramp_steps < 0:

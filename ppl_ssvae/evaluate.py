@@ -21,12 +21,18 @@ from pyro.poutine.util import site_is_subsample
 from ppl_ssvae.batch import LABELLED, UNLABELLED, Batch, flat_images, one_hot
 from ppl_ssvae.inference import MAX_PLATE_NESTING, ExactY
 from ppl_ssvae.iwae import ImportanceWeightedELBO
+from ppl_ssvae.labels import join_label, label_sites
 from ppl_ssvae.objective import SSVAE, evaluation
 
 __all__ = ["accuracy", "elbo_per_image", "evaluation", "exact_y", "guide_latents",
            "kl_description", "kl_per_dimension", "latent_means", "log_marginal", "pca_2d",
            "posterior_labels", "predict"]
-Y_SITE = f"{UNLABELLED}/y"
+
+
+def _label_site_names(pair: SSVAE) -> dict[str, str]:
+    """The unlabelled plate's label sites of ``pair``'s model, by their name in the model
+    (``{"y": "unlabelled/y"}`` for M2, ``y1`` and ``y2`` for the two-digit model)."""
+    return {site: f"{UNLABELLED}/{site}" for site in label_sites(pair.model)}
 
 
 def _images(pair: SSVAE, x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +112,8 @@ def kl_description(pair: SSVAE) -> str:
         return "KL(q(z|x,alpha) || p(z)) at alpha = the mean of q(alpha|x)"
     if hasattr(pair.guide, "encode_a"):
         return "sum_y q(y|x) KL(q(z|a,x,y) || p(z)) at a = the mean of q(a|x)"
+    if hasattr(pair.guide, "encode_z1"):
+        return "sum_y q(y|x) KL(q(z2|z1,y) || p(z2)) at z1 = the mean of q(z1|x)"
     return "sum_y q(y|x) KL(q(z|x,y) || p(z))"
 
 
@@ -153,21 +161,24 @@ def elbo_per_image(pair: SSVAE, x: torch.Tensor, batch_size: int = 1000, seed: i
 
 
 def guide_latents(pair: SSVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One draw from the guide of the continuous latents of unlabelled images ``x``: y
-    is drawn from q(y | x) on the way, z from q(z | x, y), and y itself is left out.
+    """One draw from the guide of the continuous latents of unlabelled images ``x``: the
+    label is drawn from q(y | x) on the way, z from q(z | x, y), and the label sites the
+    model declares (``ppl_ssvae.labels``) are left out.
 
     Args:
         pair: a trained pair (`build`, or `load_run(...).pair`).
         x: images, (N, D) or (N, *shape).
 
     Returns:
-        The draws by site name: ``unlabelled/z``, and ``unlabelled/a`` for the ADGM.
+        The draws by site name: ``unlabelled/z``, ``unlabelled/a`` for the ADGM,
+        ``unlabelled/z1`` and ``unlabelled/z2`` for the hierarchical model.
     """
     x = _images(pair, x)
+    labels = set(_label_site_names(pair).values())
     with evaluation(pair), exact_y(pair):
         trace = poutine.trace(pair.guide).get_trace(Batch(x_u=x))
     return {name: site["value"] for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site) and name != Y_SITE}
+            if site["type"] == "sample" and not site_is_subsample(site) and name not in labels}
 
 
 def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
@@ -199,10 +210,12 @@ def posterior_labels(pair: SSVAE, x: torch.Tensor, temperature: int = 0,
                               temperature=temperature)
     with evaluation(pair), exact_y(pair):
         trace = poutine.trace(discrete).get_trace(Batch(x_u=x))
-    if Y_SITE not in trace.nodes:
+    sites = _label_site_names(pair)
+    if not all(name in trace.nodes for name in sites.values()):
         raise ValueError("this model has no discrete latent y to infer (its class weights "
                          "are continuous): use predict() for its labels")
-    return trace.nodes[Y_SITE]["value"]
+    return join_label(pair.model, {site: trace.nodes[name]["value"].reshape(len(x))
+                                   for site, name in sites.items()})
 
 def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool = True,
                  seed: int = 0, budget: int = 20_000) -> torch.Tensor:
@@ -220,10 +233,11 @@ def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool =
         x: images, (N, D) or (N, *shape).
         samples: S, the draws per image.
         exact: ``True`` (models whose y is a discrete latent) sums y out exactly: each of
-            the K classes is run through the labelled path of model and guide, and only
-            the continuous latents h (z, and a for the ADGM) are importance-sampled.
-            ``False``: the unlabelled path as it is (models whose y is a leaf, with
-            continuous class weights in h).
+            the K classes is run through the labelled path of model and guide (which turn
+            it into the values of their label sites, two digits for the two-digit model),
+            and only the continuous latents h (z, a for the ADGM, z1 and z2 for the
+            hierarchical model) are importance-sampled. ``False``: the unlabelled path as
+            it is (models whose y is a leaf, with continuous class weights in h).
         seed: fixes the draws.
         budget: caps images x samples per forward pass.
 
@@ -244,9 +258,8 @@ def log_marginal(pair: SSVAE, x: torch.Tensor, samples: int = 100, exact: bool =
         torch.manual_seed(seed)
         for chunk in x.split(per_pass):
             if exact:
-                terms = [log_mean_w(Batch(x_l=chunk, y_l=one_hot(
-                    torch.full((len(chunk),), c, device=chunk.device), k)), LABELLED)
-                    for c in range(k)]
+                terms = [log_mean_w(Batch(x_l=chunk, y_l=torch.full(
+                    (len(chunk),), c, device=chunk.device)), LABELLED) for c in range(k)]
                 results.append(torch.logsumexp(torch.stack(terms), dim=0))
             else:
                 results.append(log_mean_w(Batch(x_u=chunk), UNLABELLED))

@@ -343,19 +343,20 @@ INFERENCES: dict[str, Inference] = {
         Inference("sum-and-sample", "the k most probable y summed exactly, one drawn from "
                   "the rest, score function baselined by the summed ones (Liu et al. 2019; "
                   "--samples k, default 4)", "exact", elbo_class=SumAndSample,
-                  passes="k + 1", defaults={"samples": 4}, models=("m2", "adgm")),
+                  passes="k + 1", defaults={"samples": 4}, models=("m2", "adgm", "hierarchical")),
         Inference("rloo", "S values of y drawn, each one's score function baselined by the "
                   "others' mean (Kool et al. 2019; --samples S, default 4)", "exact",
-                  elbo_class=RLOO, passes="S", defaults={"samples": 4}, models=("m2", "adgm")),
+                  elbo_class=RLOO, passes="S", defaults={"samples": 4},
+                  models=("m2", "adgm", "hierarchical")),
         Inference("unordered-set", "S distinct values of y drawn without replacement, the "
                   "unordered set estimator with its built-in baseline (Kool et al. 2020; "
                   "--samples S, default 4)", "exact", elbo_class=UnorderedSet, passes="S",
-                  defaults={"samples": 4}, models=("m2", "adgm")),
+                  defaults={"samples": 4}, models=("m2", "adgm", "hierarchical")),
         Inference("gumbel-rao", "straight-through Gumbel-Softmax, its backward pass averaged "
                   "over Gumbel noise given the class drawn (Paulus et al. 2021; --samples noise "
                   "draws, default 10); categorical KL (TraceMeanField_ELBO)", GUMBEL_RAO,
                   elbo_class=TraceMeanField_ELBO, categorical_kl=True,
-                  defaults={"samples": 10}, models=("m2",)),
+                  defaults={"samples": 10}, models=("m2", "two-digit", "hierarchical")),
         Inference("reparam", "every latent reparameterised, one sample (Trace_ELBO)",
                   "exact", elbo_class=Trace_ELBO),
         Inference("analytic-kl", "closed-form KL terms where they exist "

@@ -17,11 +17,23 @@ from ppl_ssvae.guides import (
     ADGMGuide,
     ClassifierGuide,
     DirichletGuide,
+    HierarchicalGuide,
     LogisticNormalPriorGuide,
     M2Guide,
+    TwoDigitClassifierGuide,
+    TwoDigitGuide,
 )
 from ppl_ssvae.inference import INFERENCES, ExactY, Inference
-from ppl_ssvae.models import ADGM, M2, Classifier, DirichletPrior, LogisticNormalPrior
+from ppl_ssvae.models import (
+    ADGM,
+    M2,
+    Classifier,
+    DirichletPrior,
+    Hierarchical,
+    LogisticNormalPrior,
+    TwoDigit,
+    TwoDigitClassifier,
+)
 from ppl_ssvae.nets import MLP
 from ppl_ssvae.objective import SSVAE
 
@@ -58,6 +70,11 @@ class ModelSpec:
     classifier_term: bool = True  # add Kingma et al.'s alpha * -log q(y|x) to the ELBO
     # builds model and guide together, in place of the two, when they share a network
     make_pair: Callable[[Settings, ExactY, int, int], Pair] | None = None
+    # the number of classes K the model needs (None: any K), with what to say otherwise
+    classes: int | None = None
+    classes_hint: str = ""
+    # (K, x_dim) of a data set the model builds on: what the tests and `render` use
+    example_data: tuple[int, int] = (10, 784)
 
 
 def _m2(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
@@ -118,6 +135,46 @@ def _with_declared(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def _two_digit(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return TwoDigit(s.z_dim, d, s.hidden, s.activation, family, s.likelihood)
+
+
+def _two_digit_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return TwoDigitGuide(s.z_dim, d, s.hidden, s.activation, s.batch_norm, s.input_dropout,
+                         family)
+
+
+def _two_digit_mlp_pair(s: Settings, family: ExactY, k: int, d: int) -> Pair:
+    network = MLP([d], s.hidden, (10, 10), s.activation, s.batch_norm, s.input_dropout)
+    return TwoDigitClassifier(network), TwoDigitClassifierGuide(network)
+
+
+def _label_activation(s: Settings) -> str:
+    # the networks that read y run K times in an exact sum: maxout's 4 pieces would
+    # make their hidden layer 4 times as wide, so they take softplus in its place
+    return "softplus" if s.activation == "maxout" else s.activation
+
+
+def _hierarchical(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return Hierarchical(k, s.z_dim, d, s.hidden, s.activation, family, s.likelihood,
+                        s.z1_dim, (s.label_hidden,), _label_activation(s))
+
+
+def _hierarchical_guide(s: Settings, family: ExactY, k: int, d: int) -> nn.Module:
+    return HierarchicalGuide(k, s.z_dim, d, s.hidden, s.activation, s.batch_norm,
+                             s.input_dropout, family, s.z1_dim, (s.label_hidden,),
+                             s.classifier_input, _label_activation(s))
+
+
+TWO_DIGIT_INFERENCES = ("enum", "enum-seq", "score", "gumbel", "st-gumbel", "gumbel-cat-kl",
+                        "st-gumbel-cat-kl", "logistic-normal", "logistic-normal-cat-kl", "iwae")
+HIERARCHICAL_INFERENCES = ("enum", "enum-seq", "score", "tracegraph", "tracegraph-nn", "gumbel",
+                           "st-gumbel", "gumbel-cat-kl", "st-gumbel-cat-kl", "logistic-normal",
+                           "logistic-normal-cat-kl", "iwae")
+TWO_DIGIT_HINT = ("reads a class as two digits, 10 * left + right, so it needs a data set of "
+                  "100 such classes: use --dataset two-digit-mnist (or --model m2 for flat "
+                  "classes)")
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: _with_declared(spec)
     for spec in [
@@ -133,6 +190,18 @@ MODELS: dict[str, ModelSpec] = {
                   ("ml",), None, None, classifier_term=False, make_pair=_mlp_pair),
         ModelSpec("adgm", "Maaloe et al.'s auxiliary DGM: M2 plus a ~ p(a|x,y,z), guide "
                   "q(a|x) q(y|a,x) q(z|a,x,y)", ("enum", "enum-seq"), _adgm, _adgm_guide),
+        ModelSpec("two-digit", "a label of two digits: y1, y2 ~ Cat(1/10), z ~ N(0, I), "
+                  "x ~ Bernoulli(f(y1, y2, z)); class 10 y1 + y2; needs 100 classes",
+                  TWO_DIGIT_INFERENCES, _two_digit, _two_digit_guide, classes=100,
+                  classes_hint=TWO_DIGIT_HINT, example_data=(100, 1568)),
+        ModelSpec("two-digit-mlp", "the two-digit classifier alone, two 10-way heads "
+                  "y1, y2 ~ Cat(softmax(g(x))), on labelled data only", ("ml",), None, None,
+                  classifier_term=False, make_pair=_two_digit_mlp_pair, classes=100,
+                  classes_hint=TWO_DIGIT_HINT, example_data=(100, 1568)),
+        ModelSpec("hierarchical", "M1+M2 as one model: y ~ Cat(1/K), z2 ~ N(0, I), "
+                  "z1 ~ N(mu(y, z2), sigma(y, z2)), x ~ Bernoulli(f(z1)); guide q(z1|x) "
+                  "q(y|x) q(z2|z1,y)", HIERARCHICAL_INFERENCES, _hierarchical,
+                  _hierarchical_guide),
     ]
 }
 
@@ -222,6 +291,10 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
     """
     settings = resolve(settings)
     spec = check(settings.model, settings.inference)
+    if spec.classes is not None and num_classes != spec.classes:
+        need = spec.classes_hint or f"needs {spec.classes} classes"
+        raise UnsupportedError(f"model {settings.model!r} {need}; this data set has "
+                               f"{num_classes}")
     inference = INFERENCES[settings.inference]
     family = inference.y_family(settings)
     if spec.make_pair is not None:

@@ -182,8 +182,9 @@ def render(model: str, inference: str | None = None, guide: bool = False,
     # the drawing depends on which sites feed which, not on network sizes: keep them small
     settings = Settings(model=model, inference=inference, hidden=(16,), z_dim=4,
                         activation="softplus", batch_norm=False, input_dropout=0.0)
-    pair = build(settings, 10, 784)
-    batch = example_batch()
+    k, x_dim = MODELS[model].example_data  # a data set the model builds on
+    pair = build(settings, k, x_dim)
+    batch = example_batch(k, x_dim)
     with torch.no_grad():
         model_spec = graph_specification(pair.model, batch)
         guide_spec = graph_specification(pair.guide, batch, data_nodes=True) if guide else None

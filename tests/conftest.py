@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 
-from ppl_ssvae import Batch, Settings, build
+from ppl_ssvae import MODELS, Batch, Settings, build
 from ppl_ssvae.data import Dataset, synthetic
 
 # The tests' tensors are tiny: a second intra-op thread only adds synchronisation,
@@ -46,6 +46,23 @@ def make_batch(data: Dataset, b_u: int = 8, b_l: int = 6, n_u: int | None = 1000
                  n_u=n_u, n_l=n_l, idx_u=idx_u, idx_l=idx_l)
 
 
+def data_shape(model: str) -> tuple[int, int]:
+    """(K, x_dim) of a data set ``model`` builds on: (10, 784) for most, (100, 1568) for
+    a model whose classes are pairs of digits (``ModelSpec.example_data``)."""
+    return MODELS[model].example_data
+
+
+def examples(model: str, b_u: int = 8, b_l: int = 6, seed: int = 0) -> Batch:
+    """Random binary images of ``model``'s data shape, unlabelled and labelled, standing
+    for sets of 1,000 and 20."""
+    k, x_dim = data_shape(model)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(b_u + b_l, x_dim, generator=g) < 0.3).to(torch.get_default_dtype())
+    return Batch(x_u=x[:b_u], x_l=x[b_u:], y_l=torch.randint(k, (b_l,), generator=g),
+                 n_u=1000, n_l=20)
+
+
 def small_pair(**changes):
+    """A small pair of ``changes["model"]`` (default m2), built for its data shape."""
     settings = small_settings(**changes)
-    return build(settings, 10, 784), settings
+    return build(settings, *data_shape(settings.model)), settings

@@ -42,9 +42,13 @@ def test_quick_bench_prints_json_rows_and_writes_its_files(capsys, tmp_path, one
     assert {("m2", "enum"), ("m2", "gumbel")} <= pairs
     scaling = {(r["inference"], r["classes"]) for r in rows if r["section"] == "scaling"}
     assert {(i, k) for i in bench.SCALING_INFERENCES for k in (10, 30)} <= scaling
+    hierarchical = {(r["model"], r["inference"], r["classes"]) for r in rows
+                    if r["section"] == "hierarchical"}
+    assert {(m, i, k) for m, i in bench.HIERARCHICAL for k in (10, 30)} <= hierarchical
     assert not any(r["section"] == "memory" for r in rows)  # --quick skips the epoch run
     assert json.loads((tmp_path / "bench.json").read_text()) == rows
     assert "| m2 | enum | 10 |" in (tmp_path / "bench.md").read_text()
+    assert "hierarchical/enum / m2/gumbel-cat-kl" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "scaling_in_k.png").stat().st_size > 0
 
 
@@ -95,12 +99,15 @@ def test_the_step_on_two_digit_mnist_is_timed_for_each_method(one_thread):
     rows = bench.two_digit_rows(plan, log=lambda message: None)
     assert [(r["model"], r["inference"]) for r in rows] == list(bench.TWO_DIGIT)
     assert all(r["classes"] == 100 and r["x_dim"] == 1568 and r["step_ms"] > 0 for r in rows)
-    by = {r["inference"]: r for r in rows}
-    assert by["enum"]["speedup_vs_enum"] == 1.0
-    assert by["gumbel-cat-kl"]["speedup_vs_enum"] > 3  # 100 decoder passes against one
+    by = {(r["model"], r["inference"]): r for r in rows}
+    assert by["m2", "enum"]["speedup_vs_enum"] == 1.0
+    assert by["m2", "gumbel-cat-kl"]["speedup_vs_enum"] > 3  # 100 decoder passes against one
+    # the hierarchical model's exact sum runs its decoder once: far below M2's
+    assert by["hierarchical", "enum"]["speedup_vs_enum"] > 3
     report = bench.format_report([{**r, "warmup": 1, "torch": "-", "pyro": "-", "device": "cpu",
                                    "threads": 1} for r in rows])
     assert "two-digit MNIST, 1,568 pixels" in report and "| m2 | gumbel-cat-kl |" in report
+    assert "| two-digit | enum |" in report and "| hierarchical | enum |" in report
 
 
 def test_without_mnist_the_two_digit_table_says_so(monkeypatch):

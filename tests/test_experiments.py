@@ -354,3 +354,38 @@ def test_diagnose_measures_a_run_on_its_own_data(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not fit this pair" in err
     assert not (tmp_path / "older.json").exists()
+
+
+def test_where_the_class_is_reads_each_label_site_and_z1():
+    """diagnose --code on a two-digit pair: per digit, the classifier's accuracy, the
+    decoder's share and a probe of z; a decoder that draws the left digit alone gives
+    that digit the whole class share and the right digit none. On a hierarchical pair,
+    probes of z1 and z2."""
+    import torch
+
+    from experiments.probes import where_the_class_is
+    from ppl_ssvae.config import Settings
+    from ppl_ssvae.registry import build
+
+    small = dict(hidden=(8,), z_dim=2, batch_norm=False, activation="softplus",
+                 input_dropout=0.0)
+    pair = build(Settings(model="two-digit", **small), 100, 6)
+    torch.manual_seed(0)
+    w_z, w_1 = torch.randn(2, 6), torch.randn(10, 6)
+
+    class LeftDigitOnly(torch.nn.Module):
+        def forward(self, z, y1, y2):
+            return z @ w_z + y1 @ w_1
+
+    pair.model.decoder = LeftDigitOnly()
+    x, y = torch.rand(60, 6), torch.randint(0, 100, (60,))
+    code = where_the_class_is(pair, x, y)
+    assert {"y1_accuracy", "y2_accuracy", "decoder_y1_share", "decoder_y2_share",
+            "z_probe_y1_accuracy", "z_probe_y2_accuracy"} <= code.keys()
+    assert code["decoder_y1_share"] == pytest.approx(code["decoder_class_share"], rel=1e-5)
+    assert code["decoder_y2_share"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= code["y1_accuracy"] <= 1.0
+
+    pair = build(Settings(model="hierarchical", z1_dim=3, label_hidden=4, **small), 4, 6)
+    code = where_the_class_is(pair, torch.rand(40, 6), torch.randint(0, 4, (40,)))
+    assert {"z1_probe_accuracy", "z2_probe_accuracy", "decoder_class_share"} <= code.keys()

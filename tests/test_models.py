@@ -16,7 +16,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
-from conftest import make_batch, small_pair, small_settings
+from conftest import data_shape, examples, make_batch, small_pair, small_settings
 from ppl_ssvae import Batch, evaluate
 from ppl_ssvae.cli import main
 from ppl_ssvae.registry import MODELS, UnsupportedError, build, check
@@ -32,7 +32,9 @@ def test_every_combination_takes_steps_with_finite_loss(tiny, model, inference):
                          particles=2 if inference.startswith("iwae") else 1)
     optimizer = torch.optim.Adam(pair.parameters(), lr=1e-3)
     for step in range(3):
-        terms = pair.loss_and_grads(make_batch(tiny, seed=step), step)
+        batch = make_batch(tiny, seed=step) if data_shape(model) == (10, 784) else \
+            examples(model, seed=step)  # a model of two-digit images
+        terms = pair.loss_and_grads(batch, step)
         assert all(math.isfinite(v) for v in terms.values()), terms
         grads = [p.grad for p in pair.parameters() if p.grad is not None]
         assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
@@ -236,6 +238,18 @@ def test_kl_per_dimension_reads_q_z_at_the_point_estimate_of_alpha(tiny):
 
 def test_build_gives_each_model_its_own_networks():
     for name, spec in MODELS.items():
-        pair = build(small_settings(model=name, inference=spec.inferences[0]), 10, 784)
+        pair = build(small_settings(model=name, inference=spec.inferences[0]),
+                     *spec.example_data)
         assert sum(p.numel() for p in pair.parameters()) > 0
         assert hasattr(pair.guide, "classify")
+
+
+@pytest.mark.parametrize("model", [name for name, spec in MODELS.items() if spec.classes])
+def test_a_model_that_needs_its_classes_refuses_other_data_in_one_line(model, capsys):
+    """The two-digit models read a class as two digits: on MNIST's 10 classes (synthetic
+    here) they are refused before any step, saying which data set to use."""
+    with pytest.raises(UnsupportedError, match="two-digit-mnist"):
+        build(small_settings(model=model), 10, 784)
+    code = main(["train", "--model", model, "--dataset", "synthetic", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--dataset two-digit-mnist" in err

@@ -9,9 +9,10 @@ import shutil
 import pyro
 import pytest
 
-from conftest import small_pair
+from conftest import data_shape, small_pair
 from ppl_ssvae import MODELS, render
 from ppl_ssvae.cli import main
+from ppl_ssvae.labels import label_sites
 
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None and not os.environ.get("CI"),
@@ -20,7 +21,7 @@ needs_dot = pytest.mark.skipif(
 
 def specs(model: str, inference: str | None = None):
     pair, _ = small_pair(model=model, inference=inference or MODELS[model].inferences[0])
-    batch = render.example_batch()
+    batch = render.example_batch(*data_shape(model))
     return (render.graph_specification(pair.model, batch),
             render.graph_specification(pair.guide, batch, data_nodes=True))
 
@@ -29,20 +30,24 @@ def observed(spec) -> set[str]:
     return {name for name, data in spec["node_data"].items() if data["is_observed"]}
 
 
-# mlp has no generative model of unlabelled images: no unlabelled plate, no latent y
-SEMI_SUPERVISED = [name for name in MODELS if name != "mlp"]
+# the supervised baselines (mlp, two-digit-mlp) have no generative model of unlabelled
+# images: no unlabelled plate, no latent label
+SEMI_SUPERVISED = [name for name, spec in MODELS.items() if spec.classifier_term]
 
 
 @pytest.mark.parametrize("model", SEMI_SUPERVISED)
-def test_y_is_observed_in_the_labelled_plate_only(model):
+def test_the_label_is_observed_in_the_labelled_plate_only(model):
+    """Every label site the model declares (y; y1 and y2 for two-digit)."""
     model_spec, guide_spec = specs(model)
-    assert "labelled/y" in observed(model_spec)
-    assert "unlabelled/y" not in observed(model_spec)
-    assert "labelled/y" in model_spec["plate_groups"]["labelled"]
-    # the guide samples no labelled y: it is data there
+    sites = label_sites(small_pair(model=model)[0].model)
+    for site in sites:
+        assert f"labelled/{site}" in observed(model_spec)
+        assert f"unlabelled/{site}" not in observed(model_spec)
+        assert f"labelled/{site}" in model_spec["plate_groups"]["labelled"]
+    # the guide samples no labelled label: the class given is data there
     assert guide_spec["node_data"]["labelled/y"]["distribution"] == render.DATA
     guide_latent = set(guide_spec["node_data"]) - observed(guide_spec)
-    assert not any(name.startswith("labelled/y") for name in guide_latent)
+    assert not any(name == f"labelled/{site}" for name in guide_latent for site in sites)
 
 
 def test_m2_edges_are_its_generative_story_and_its_guide():
@@ -72,8 +77,9 @@ def test_adgm_edges_add_the_auxiliary_node():
 def test_pyro_render_model_takes_every_model_as_it_is(model):
     """Model and guide are plain Pyro callables: pyro.render_model draws them unaided."""
     pair, _ = small_pair(model=model, inference=MODELS[model].inferences[0])
-    graph = pyro.render_model(pair.model, model_args=(render.example_batch(),))
-    assert '"labelled/y"' in graph.source and "fillcolor=gray" in graph.source
+    graph = pyro.render_model(pair.model, model_args=(render.example_batch(*data_shape(model)),))
+    assert all(f'"labelled/{site}"' in graph.source for site in label_sites(pair.model))
+    assert "fillcolor=gray" in graph.source
 
 
 @needs_dot
