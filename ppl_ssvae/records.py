@@ -77,3 +77,14 @@ def write_figures(pair: SSVAE, data: data_lib.Dataset, settings: Settings, state
     layout = ("one row per class, the same z in each column" if k <= plots.MAX_ROWS
               else "one class per cell, the same z in every cell")
     plots.class_samples(images, out / "samples.png", f"p(x | y, z), {layout}: {name}", data.shape)
+
+
+def final_valid_accuracy(state: State) -> float | None:
+    """The last validation accuracy measured: an evaluations.jsonl row, or the partial
+    epoch's row of a run stopped within an epoch (--max-steps), whichever came later."""
+    last = state.evaluations[-1] if state.evaluations else None
+    row = state.history[-1] if state.history else None
+    if row is not None and row.get("valid_accuracy") is not None and (
+            last is None or row["step"] > last["step"]):
+        return row["valid_accuracy"]
+    return last["valid_accuracy"] if last else None

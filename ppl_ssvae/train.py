@@ -65,7 +65,7 @@ from ppl_ssvae.config import Settings, validate
 from ppl_ssvae.io import WriteError, run_directory, write_json, write_jsonl
 from ppl_ssvae.objective import SSVAE
 from ppl_ssvae.progress import Progress, best_accuracy, step_fields
-from ppl_ssvae.records import data_info, epoch_row, write_figures
+from ppl_ssvae.records import data_info, epoch_row, final_valid_accuracy, write_figures
 from ppl_ssvae.registry import MODELS, build, resolve
 from ppl_ssvae.step import adam, draw_batch, take_step
 
@@ -157,17 +157,6 @@ def _checked_data(settings: Settings, data: data_lib.Dataset | None) -> data_lib
     data_lib.check_range(data, settings.likelihood == "bernoulli")
     data_lib.labelled_indices(data, settings.labels, settings.seed)
     return data
-
-
-def _final_valid_accuracy(state: State) -> float | None:
-    """The last validation accuracy measured: an evaluations.jsonl row, or the partial
-    epoch's row of a run stopped within an epoch (--max-steps), whichever came later."""
-    last = state.evaluations[-1] if state.evaluations else None
-    row = state.history[-1] if state.history else None
-    if row is not None and row.get("valid_accuracy") is not None and (
-            last is None or row["step"] > last["step"]):
-        return row["valid_accuracy"]
-    return last["valid_accuracy"] if last else None
 
 
 def _train(settings: Settings, out: Path, device: torch.device,
@@ -351,7 +340,7 @@ def _finish(run: Training, out_of_time: bool, reached: bool) -> dict:
     settings, state = run.settings, run.state
     summary = {**_summary(run.pair, run.data, settings, state), "labels": len(run.labelled)}
     summary.update(budget_summary(settings, state, run.steps_per_epoch, out_of_time, reached))
-    summary["final_valid_accuracy"] = _final_valid_accuracy(state)
+    summary["final_valid_accuracy"] = final_valid_accuracy(state)
     write_json(run.out / "summary.json", summary)
     if settings.figures:
         write_figures(run.pair, run.data, settings, state, run.out)
