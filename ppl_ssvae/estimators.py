@@ -72,7 +72,16 @@ class _SetLabels(Messenger):
 class LabelEstimator(ELBO):
     """The ELBO of a pair whose guide draws one discrete label per image (per data plate),
     estimated by evaluating it at the labels ``choose`` picks. Plates without an
-    unobserved label (the labelled images) contribute their single-sample ELBO."""
+    unobserved label (the labelled images) contribute their single-sample ELBO.
+
+    Args:
+        samples: the estimator's own count (k, S: ``--samples``), checked by ``check``.
+        **kwargs: Pyro's ``ELBO`` options; ``max_plate_nesting`` must be 1 (the labels
+            take dimension -2).
+
+    Raises:
+        ValueError: ``samples`` out of the estimator's range, or another plate nesting.
+    """
 
     samples_name = "samples"  # what --samples counts for this estimator
 
@@ -264,7 +273,15 @@ def log_set_probabilities(log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     With a_i = p_i / p(not S), P(S) = int_0^1 prod_{i in S} (1 - u^{a_i}) du (the
     members' Gumbel-perturbed log-probabilities all above the rest's maximum), and
     leaving members out of S (and out of D) only drops their factors. The integral is
-    taken in t = log(-log u), u = exp(-e^t), on a grid, in float64 and in log space."""
+    taken in t = log(-log u), u = exp(-e^t), on a grid, in float64 and in log space.
+
+    Args:
+        log_p: (S, B) log-probabilities of the S members of each of B sets.
+
+    Returns:
+        (log P(S), log P^{D-s}(S - s), log P^{D-s-s'}(S - s - s')), shaped (B,), (S, B)
+        and (S, S', B), in ``log_p``'s dtype. The diagonal of the last is not meaningful.
+    """
     dtype = log_p.dtype
     log_p = log_p.double()
     log_set = log_p.logsumexp(0)

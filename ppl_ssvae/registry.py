@@ -211,7 +211,17 @@ def register_inference(inference: Inference) -> Inference:
     CLI, ``build``, ``ppl-ssvae list`` and the comparison runners take it at once, for
     the models its ``models`` names. A method written into ``INFERENCES`` in
     ``ppl_ssvae/inference.py`` is registered when the package loads; this is for one
-    defined elsewhere (a user's own file, a notebook)."""
+    defined elsewhere (a user's own file, a notebook).
+
+    Args:
+        inference: the method's entry; its ``models`` name the models that accept it.
+
+    Returns:
+        The same entry, registered.
+
+    Raises:
+        UnsupportedError: a method of that name exists, or ``models`` names an unknown model.
+    """
     if inference.name in INFERENCES:
         raise UnsupportedError(f"an inference method {inference.name!r} exists already")
     unknown = [m for m in inference.models if m not in MODELS]

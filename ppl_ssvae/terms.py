@@ -82,8 +82,22 @@ def traces(model: Callable, guide: Callable, args: tuple, kwargs: dict,
 
 def per_example_terms(model_trace, guide_trace, separate_labels: bool = True
                       ) -> dict[str, PlateTerms]:
-    """plate name -> its ``PlateTerms``. With ``separate_labels`` the guide's label sites
-    are kept apart (``PlateTerms.labels``) rather than summed into ``log_q``."""
+    """Each data plate's terms, summed per example over the sites of model and guide.
+
+    Args:
+        model_trace: the model's trace, replayed against the guide's, log-densities
+            computed (``traces`` makes both).
+        guide_trace: the guide's trace.
+        separate_labels: keep the guide's unobserved discrete sites apart
+            (``PlateTerms.labels``) rather than summed into ``log_q``.
+
+    Returns:
+        plate name -> its ``PlateTerms``.
+
+    Raises:
+        ValueError: a site sits in no data plate or in several, or the sites of one plate
+            are scaled differently.
+    """
     plates: dict[str, PlateTerms] = {}
     for role, trace in (("model", model_trace), ("guide", guide_trace)):
         for name, site in trace.nodes.items():
