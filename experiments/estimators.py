@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import statistics
 import time
@@ -163,22 +164,33 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+NEW = ("sum-and-sample", "rloo", "unordered-set", "gumbel-rao")
+
+
 def figure(summary: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(summary), figsize=(6.5 * len(summary), 5), squeeze=False)
+    """Log-log, variance of the classifier's gradient against CPU ms, one point per method
+    and set of weights, the late points named; the new estimators as diamonds."""
+    fig, axes = plt.subplots(1, len(summary), figsize=(7.5 * len(summary), 5.5), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
     for ax, (panel, points) in zip(axes[0], summary.items(), strict=True):
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, method in enumerate(points["late"]):
-            color = colors[i % len(colors)]
+            color, marker = colors[i % len(colors)], "D" if method in NEW else "o"
             for when, face in (("early", "none"), ("late", color)):
                 row = points[when][method]
                 ax.scatter(row["cpu_ms"], row["deviation_classifier"] ** 2, color=color,
-                           facecolors=face, s=40, label=method if when == "late" else None)
+                           facecolors=face, marker=marker, s=40,
+                           label=method if when == "late" else None)
+            late = points["late"][method]
+            ax.annotate(method, (late["cpu_ms"], late["deviation_classifier"] ** 2), fontsize=6,
+                        xytext=(4, 2), textcoords="offset points", color=color)
         ax.set(xscale="log", yscale="log", xlabel="CPU ms per step (one thread)",
                ylabel="variance of one draw's gradient, classifier (per image)", title=panel)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("Gradient variance against step cost, on the same weights "
-                 "(filled: late in training; hollow: early)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=8, fontsize=7, frameon=False)
+    fig.suptitle("Gradient variance against step cost, on the same weights (filled: late in "
+                 "training; hollow: early; diamonds: the new estimators)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     save_figure(fig, path)
 
 
@@ -194,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--figure-only", action="store_true",
+                        help="draw the figure again from RESULTS/summary.json")
     args = parser.parse_args(argv)
+    if args.figure_only:
+        summary = json.loads((args.results / "summary.json").read_text())
+        figure(summary, args.results / "figures" / "variance_vs_cost.png")
+        return 0
     torch.set_num_threads(1)
     methods = args.methods or [m for m in MODELS["m2"].inferences if m not in LEFT_OUT]
     if EXACT not in methods:
@@ -219,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.results / "summary.json", summary)  # as far as it went
     header = (f"Reference weights: M2 trained with {args.reference} for {args.early} (early) "
               f"and {args.late} (late) steps, seed {args.seed}; {args.draws} draws per method "
-              "on one fixed batch of 100 + 100 images; per image.\n\n")
+              "on one fixed batch of 100 + 100 images; per image. CPU ms: the median of "
+              "the draws, on one thread, with whatever else ran on the machine (say so when "
+              "quoting them).\n\n")
     write_text(args.results / "results.md", header + table(summary))
     figure(summary, args.results / "figures" / "variance_vs_cost.png")
     return 0
