@@ -43,6 +43,7 @@ PAGES: dict[str, tuple[str, ...]] = {
     "docs/results/reproduction.md": (f"{RESULTS}/reproduction/results.md",
                                      f"{RESULTS}/adgm/results.md"),
     "docs/results/time.md": (f"{RESULTS}/k100/results.md",),
+    "docs/results/estimators.md": (f"{RESULTS}/estimators/results.md",),
     "docs/results/own-data.md": (f"{RESULTS}/digits/results.md",),
     "docs/results/fashion-mnist.md": (f"{RESULTS}/fashion/results.md",),
 }
