@@ -251,12 +251,13 @@ def _new_estimator_targets(methods: dict, k: int, final: float, budget: float, v
     if k == TARGET_CLASSES:
         seconds = new[best]["seconds_to_100"]
         fast = seconds is not None and seconds <= budget / 10
-        reached = "never reaches it" if seconds is None else f"reaches it in {seconds:,.0f} s"
+        reached = ("never reaches the exact sum's final accuracy" if seconds is None else
+                   f"reaches the exact sum's final accuracy in {seconds:,.0f} s")
         relaxed = methods.get(RELAXED, {}).get("final_accuracy")
         above = relaxed is not None and new[best]["final_accuracy"] > relaxed
         lines.append(f"K = {k}: the best new estimator, {best}, ends at "
-                     f"{100 * new[best]['final_accuracy']:.1f}% and {reached} (the exact sum's "
-                     f"{100 * final:.1f}%)" + verdict("1/10 of the budget", fast).rstrip(".")
+                     f"{100 * new[best]['final_accuracy']:.1f}% and {reached} "
+                     f"({100 * final:.1f}%)" + verdict("1/10 of the budget", fast).rstrip(".")
                      + (f"; against {RELAXED}'s {100 * relaxed:.1f}%"
                         + verdict("ending above it", above) if relaxed is not None else "."))
         return lines
