@@ -43,6 +43,9 @@ ORIGINAL = {
     # and the original's weight on the labelled set's ELBO (--labelled-weight 500)
     "logistic-normal-prior-s3-onehot-lw500": ("LogisticNormal", 0.923),
     "m2-score-lw500": ("ApproxM2", 0.875),
+    # ApproxM2 with the original's gradient-norm clipping (per image; the value in the name)
+    "m2-score-clip50": ("ApproxM2", 0.875),
+    "m2-score-clip300": ("ApproxM2", 0.875),
     "dirichlet/reparam": ("LogGamma", 0.874),
     "mlp/ml": ("MLP", 0.771),
 }
