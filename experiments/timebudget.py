@@ -46,24 +46,21 @@ import numpy as np  # noqa: E402
 
 from experiments import compare  # noqa: E402
 from experiments.runs import train_command, worker_env  # noqa: E402
+from experiments.verdicts import EXACT, targets  # noqa: E402
 from ppl_ssvae.io import save_figure, write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "k100"
+# the original's rows; the estimators of issue 22 (experiments.verdicts judges them); the
+# models with structure of issue 23 and the two-digit model's fair baseline (a model that
+# needs 100 classes runs on two-digit MNIST only)
 METHODS = ["m2/enum", "m2/gumbel-cat-kl", "m2/st-gumbel-cat-kl", "m2/tracegraph", "mlp/ml",
-           "m2/sum-and-sample", "m2/rloo", "m2/unordered-set", "m2/gumbel-rao"]
-# the estimators of issue 22, judged against the exact sum and Gumbel-Softmax
-NEW_ESTIMATORS = ("m2/sum-and-sample", "m2/rloo", "m2/unordered-set", "m2/gumbel-rao")
-# the models with structure (issue 23) and the two-digit model's fair baseline; a model
-# that needs 100 classes runs on two-digit MNIST only
-METHODS += ["two-digit/gumbel-cat-kl", "two-digit/enum", "two-digit-mlp/ml", "hierarchical/enum"]
+           "m2/sum-and-sample", "m2/rloo", "m2/unordered-set", "m2/gumbel-rao",
+           "two-digit/gumbel-cat-kl", "two-digit/enum", "two-digit-mlp/ml", "hierarchical/enum"]
 SEEDS = [0, 1]
-RELAXED = "m2/gumbel-cat-kl"
 ABSOLUTE = 0.95  # "s to 95%": validation accuracy, at K = 10
 DATASETS = ["two-digit-mnist:1000", "mnist:100"]
 CLASSES = {"mnist": 10, "two-digit-mnist": 100}  # for panels whose runs have no summary yet
-EXACT = "m2/enum"
-TARGET_CLASSES = 100  # the targets are set at K = 100; at other K the same numbers, unjudged
-AT_LEAST = "at least the exact sum's accuracy"
+
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 EPOCHS = 100_000  # the budget ends every run, never the epoch count
 
@@ -200,134 +197,6 @@ def summarise(runs: list[dict], budget: float, exact_final: float | None) -> dic
         entry[f"seconds_to_{round(share * 100)}_is_bound"] = exact_final is not None and any(
             reached_at_first(r, share * exact_final) for r in runs)
     return entry
-
-
-def targets(panel: dict, budget: float) -> list[str]:
-    """What the targets measure, at this panel's K, with numbers; at K = 100, where they
-    are set (TARGET_CLASSES), each is said to hold or not."""
-    methods, exact = panel["methods"], panel["methods"].get(EXACT)
-    relaxed = {key: m for key, m in methods.items()  # M2's relaxations: the original's thesis
-               if key.startswith("m2/") and "gumbel" in key and key not in NEW_ESTIMATORS}
-    if not exact or exact["final_accuracy"] is None:
-        return []
-    k, final = panel["classes"], exact["final_accuracy"]
-    judged = k == TARGET_CLASSES
-
-    def verdict(text: str, holds: bool) -> str:
-        return f": the target of {text} {'holds' if holds else 'does not hold'}." if judged else "."
-
-    lines = _relaxed_targets(relaxed, k, final, budget, verdict) if relaxed else []
-    lines += _new_estimator_targets(methods, k, final, budget, verdict)
-    lines += _structure_targets(methods, k, verdict)
-    if not all(m["complete"] for m in methods.values()):  # a run still going
-        lines = [f"{line} (So far: some of these runs have not used their budget yet.)"
-                 for line in lines]
-    return lines
-
-
-def _relaxed_targets(relaxed: dict, k: int, final: float, budget: float, verdict) -> list[str]:
-    """The original's targets: a relaxed method reaches the exact sum's final accuracy in
-    1/5 of the budget, and one ends at least at it."""
-    timed = {key: m["seconds_to_100"] for key, m in relaxed.items()
-             if m["seconds_to_100"] is not None}
-    lines = []
-    if timed:
-        fastest = min(timed, key=timed.get)
-        share = timed[fastest] / budget
-        bound = ("at most ", " (its first measurement)") if relaxed[fastest].get(
-            "seconds_to_100_is_bound") else ("", "")
-        lines.append(f"K = {k}: {fastest} reaches the exact sum's final accuracy "
-                     f"({100 * final:.1f}%) in {bound[0]}{timed[fastest]:,.0f} s{bound[1]}, "
-                     f"{share:.2f} of the budget{verdict('at most 1/5', share <= 0.2)}")
-    else:
-        lines.append(f"K = {k}: no relaxed method reaches the exact sum's final accuracy "
-                     f"({100 * final:.1f}%) within the budget in every seed"
-                     f"{verdict('at most 1/5 of the budget', False)}")
-    best = max(relaxed, key=lambda key: relaxed[key]["final_accuracy"] or 0.0)
-    gap = 100 * ((relaxed[best]["final_accuracy"] or 0.0) - final)
-    lines.append(f"K = {k}: the best relaxed method, {best}, ends at "
-                 f"{100 * (relaxed[best]['final_accuracy'] or 0.0):.1f}%, {gap:+.1f} points from the "
-                 f"exact sum{verdict(AT_LEAST, gap >= 0)}")
-    return lines
-
-
-def _new_estimator_targets(methods: dict, k: int, final: float, budget: float, verdict) -> list[str]:
-    """Issue 22's targets for the new estimators: at K = 100 the best of them reaches the
-    exact sum's final accuracy in 1/10 of the budget and ends above Gumbel-Softmax; at
-    K = 10 sum-and-sample ends at or above the exact sum and reaches 95% validation
-    before every other method."""
-    new = {key: m for key, m in methods.items() if key in NEW_ESTIMATORS and m["final_accuracy"]}
-    if not new:
-        return []
-    best = max(new, key=lambda key: new[key]["final_accuracy"])
-    lines = []
-    if k == TARGET_CLASSES:
-        seconds = new[best]["seconds_to_100"]
-        fast = seconds is not None and seconds <= budget / 10
-        reached = ("never reaches the exact sum's final accuracy" if seconds is None else
-                   f"reaches the exact sum's final accuracy in {seconds:,.0f} s")
-        relaxed = methods.get(RELAXED, {}).get("final_accuracy")
-        above = relaxed is not None and new[best]["final_accuracy"] > relaxed
-        lines.append(f"K = {k}: the best new estimator, {best}, ends at "
-                     f"{100 * new[best]['final_accuracy']:.1f}% and {reached} "
-                     f"({100 * final:.1f}%)" + verdict("1/10 of the budget", fast).rstrip(".")
-                     + (f"; against {RELAXED}'s {100 * relaxed:.1f}%"
-                        + verdict("ending above it", above) if relaxed is not None else "."))
-        return lines
-    sas = methods.get("m2/sum-and-sample")
-    if sas and sas["final_accuracy"] is not None:
-        others = {key: m["seconds_to_95_valid"] for key, m in methods.items()
-                  if key != "m2/sum-and-sample" and m["seconds_to_95_valid"] is not None}
-        mine = sas["seconds_to_95_valid"]
-        first = mine is not None and all(mine < t for t in others.values())
-        fastest = min(others, key=others.get) if others else None
-        holds = first and sas["final_accuracy"] >= final
-        # issue 22 sets this target at K = 10 itself: it is judged here
-        lines.append(f"K = {k}: m2/sum-and-sample ends at {100 * sas['final_accuracy']:.1f}% "
-                     f"(exact sum {100 * final:.1f}%) and reaches 95% validation "
-                     + ("never" if mine is None else f"in {mine:,.0f} s")
-                     + (f" (fastest other: {fastest}, {others[fastest]:,.0f} s)" if fastest
-                        else "")
-                     + f": the target of ending at or above the exact sum and reaching 95% "
-                     f"first {'holds' if holds else 'does not hold'}.")
-    return lines
-
-
-def _structure_targets(methods: dict, k: int, verdict) -> list[str]:
-    """Issue 23's targets at K = 100: the two-digit model at 85% or more and 10 points or
-    more above its supervised baseline (two-digit-mlp); the hierarchical model's exact-sum
-    step at most twice M2's Gumbel-Softmax step, and its final accuracy above every flat
-    M2 method's."""
-    lines = []
-    two_digit = {key: m for key, m in methods.items()
-                 if key.startswith("two-digit/") and m["final_accuracy"] is not None}
-    baseline = methods.get("two-digit-mlp/ml", {}).get("final_accuracy")
-    if two_digit:
-        best = max(two_digit, key=lambda key: two_digit[key]["final_accuracy"])
-        final = two_digit[best]["final_accuracy"]
-        line = (f"K = {k}: the two-digit model, {best}, ends at {100 * final:.1f}%"
-                + verdict("85% or more", final >= 0.85).rstrip("."))
-        if baseline is not None:
-            gain = 100 * (final - baseline)
-            line += (f"; its supervised baseline two-digit-mlp/ml ends at {100 * baseline:.1f}%, "
-                     f"{gain:+.1f} points" + verdict("10 points or more", gain >= 10))
-        lines.append(line if line.endswith(".") else line + ".")
-    hierarchical, relaxed = methods.get("hierarchical/enum"), methods.get(RELAXED)
-    if hierarchical and hierarchical["final_accuracy"] is not None:
-        flat = {key: m["final_accuracy"] for key, m in methods.items()
-                if key.startswith("m2/") and m["final_accuracy"] is not None}
-        line = f"K = {k}: hierarchical/enum ends at {100 * hierarchical['final_accuracy']:.1f}%"
-        if flat:
-            top = max(flat, key=flat.get)
-            line += (f" (best flat M2: {top}, {100 * flat[top]:.1f}%)"
-                     + verdict("above every flat M2", hierarchical["final_accuracy"] > flat[top])
-                     .rstrip("."))
-        if relaxed and hierarchical["step_seconds"] and relaxed["step_seconds"]:
-            ratio = hierarchical["step_seconds"] / relaxed["step_seconds"]
-            line += (f"; its exact-sum step costs {ratio:.2f} times {RELAXED}'s"
-                     + verdict("at most 2 times", ratio <= 2).rstrip("."))
-        lines.append(line + ".")
-    return lines
 
 
 def _pct(value: float | None) -> str:
