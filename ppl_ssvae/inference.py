@@ -245,6 +245,11 @@ class Inference:
     per_part: bool = False
 
     @property
+    def reruns_guide(self) -> bool:
+        """The ELBO runs the guide once per label value (sequential enumeration)."""
+        return self.infer.get("enumerate") == "sequential"
+
+    @property
     def straight_through(self) -> bool:
         return self.family == "st-gumbel"
 

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ppl_ssvae.batch import Batch, flat_images
 from ppl_ssvae.inference import ExactY, SampledY
+from ppl_ssvae.nets import one_dropout_mask
 
 
 def _on_batch(fn):
@@ -62,7 +63,8 @@ class SSVAE(nn.Module):
 
     def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, y_family: ExactY,
                  classifier_weight: float = 0.1, classifier_ramp_steps: int = 0,
-                 x_dim: int | None = None, per_part: bool | None = None):
+                 x_dim: int | None = None, per_part: bool | None = None,
+                 reruns_guide: bool = False):
         super().__init__()
         self.model, self.guide, self.x_dim = model, guide, x_dim
         self.elbo, self.y_family = elbo, y_family
@@ -85,14 +87,19 @@ class SSVAE(nn.Module):
         if per_part is None:
             per_part = isinstance(y_family, SampledY) and isinstance(elbo, Trace_ELBO)
         self.per_part = per_part
+        # sequential enumeration runs the guide once per label value: every run must see
+        # the step's one dropout mask (``nets.one_dropout_mask``)
+        self.reruns_guide = reruns_guide
         self._objective = None
 
     def _loss_and_grads(self, batch: Batch) -> float:
         """``elbo.loss_and_grads(model, guide, batch)`` (each part apart for a sampled y
         under Trace_ELBO)."""
-        if self.per_part:
-            return sum(self._call_elbo(part) for part in batch.apart())
-        return self._call_elbo(batch)
+        masks = one_dropout_mask() if self.reruns_guide else contextlib.nullcontext()
+        with masks:
+            if self.per_part:
+                return sum(self._call_elbo(part) for part in batch.apart())
+            return self._call_elbo(batch)
 
     def _call_elbo(self, batch: Batch) -> float:
         """``elbo.loss_and_grads(model, guide, batch)``, in its tensor form under --jit."""

@@ -314,7 +314,8 @@ def build(settings: Settings, num_classes: int = 10, x_dim: int = 784) -> SSVAE:
         guide = spec.make_guide(settings, family, num_classes, x_dim)
     classifier_weight = settings.classifier_weight if spec.classifier_term else 0.0
     pair = SSVAE(model, guide, inference.elbo(settings), family, classifier_weight,
-                 settings.classifier_ramp_steps, x_dim, per_part=inference.per_part)
+                 settings.classifier_ramp_steps, x_dim, per_part=inference.per_part,
+                 reruns_guide=inference.reruns_guide)
     if settings.jit:  # evaluation runs without gradients, which a compiled ELBO cannot
         pair.eager_elbo = inference.elbo(settings.replace(jit=False))
     return pair

@@ -12,6 +12,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from conftest import assert_enumerated_gradients_match, make_batch, small_pair
 from ppl_ssvae import Batch
+from ppl_ssvae.nets import one_dropout_mask
 from ppl_ssvae.reference import m2_negative_elbo
 
 
@@ -151,3 +152,52 @@ def test_the_labelled_weight_travels_from_the_settings_to_the_plates(tiny):
               if site["type"] == "sample" and not site["is_observed"] and "/" in name}
     assert scales["labelled"] == pytest.approx(500.0 * len(labelled) / len(batch.x_l))
     assert scales["unlabelled"] == pytest.approx(len(tiny.train) / len(batch.x_u))
+
+
+def test_sequential_enumeration_under_dropout_sums_over_one_mask(tiny):
+    """Under input dropout, enum-seq's K runs of the guide drop the same pixels (the
+    step's one mask): its ELBO is the hand sum over y computed under that mask. Each run
+    drawing its own mask, as Pyro alone does, gives another value."""
+    pair, _ = small_pair(inference="enum-seq", input_dropout=0.5)
+    pair.train()
+    batch = make_batch(tiny)
+    batch = Batch(x_u=batch.x_u, n_u=batch.n_u)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+
+    def hand(seed):
+        pyro.set_rng_seed(seed)
+        eps = torch.stack([torch.randn(len(batch.x_u), pair.model.z_dim) for _ in range(10)])
+        with torch.no_grad():
+            return float(m2_negative_elbo(pair.model, pair.guide, batch, eps_u=eps.flip(0)))
+
+    with one_dropout_mask():
+        hand(0)  # draws the classifier's and the encoder's masks
+        pyro.set_rng_seed(3)
+        by_pyro = elbo.loss(pair.model, pair.guide, batch)
+        by_hand = hand(3)
+    assert by_pyro == pytest.approx(by_hand, rel=1e-5)
+    pyro.set_rng_seed(3)
+    assert elbo.loss(pair.model, pair.guide, batch) != pytest.approx(by_hand, rel=1e-3)
+
+
+def test_sequential_enumeration_is_as_noisy_as_parallel_under_dropout(tiny):
+    """The training step of enum-seq shares one dropout mask across its runs of the
+    guide, so its classifier gradient is as noisy as enum's; one mask per run (the pair
+    told it does not rerun the guide) multiplies it (by about 50 here)."""
+    batch = make_batch(tiny, b_u=20, b_l=10)
+
+    def deviation(inference, shared=True):
+        pyro.clear_param_store()
+        torch.manual_seed(1)
+        pair, _ = small_pair(inference=inference, input_dropout=0.25)
+        pair.reruns_guide = pair.reruns_guide and shared
+        grads = []
+        for _ in range(40):
+            pair.zero_grad(set_to_none=True)
+            pair.loss_and_grads(batch)
+            grads.append(torch.cat([p.grad.flatten() for p in pair.guide.classifier.parameters()]))
+        return float(torch.stack(grads).var(0).sum().sqrt())
+
+    parallel = deviation("enum")
+    assert deviation("enum-seq") == pytest.approx(parallel, rel=0.15)
+    assert deviation("enum-seq", shared=False) > 10 * parallel

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments import compare, readme
 from experiments.aggregate import aggregate, epochs_to_reach
@@ -389,3 +390,22 @@ def test_where_the_class_is_reads_each_label_site_and_z1():
     pair = build(Settings(model="hierarchical", z1_dim=3, label_hidden=4, **small), 4, 6)
     code = where_the_class_is(pair, torch.rand(40, 6), torch.randint(0, 4, (40,)))
     assert {"z1_probe_accuracy", "z2_probe_accuracy", "decoder_class_share"} <= code.keys()
+
+
+def test_estimator_summary_measures_deviation_and_bias_as_documented():
+    """experiments.estimators: deviation is sqrt(sum of the coordinates' variances), bias
+    the distance of the means over the exact mean's norm, against draws made by hand."""
+    from experiments import estimators
+
+    g = torch.Generator().manual_seed(0)
+    exact = torch.tensor([3.0, 4.0]) + 0.01 * torch.randn(400, 2, generator=g)
+    noisy = torch.tensor([3.0, 4.0]) + torch.tensor([0.0, 1.0]) + 2.0 * torch.randn(400, 2, generator=g)
+    measured = {name: {"cpu_ms": ms, "grads": {"classifier": draws, "decoder": draws}}
+                for name, ms, draws in (("enum", 9.0, exact), ("other", 1.0, noisy))}
+    rows = estimators.summarise(measured)
+    assert rows["other"]["cpu_ms"] == 1.0
+    assert rows["other"]["deviation_classifier"] == pytest.approx(2.0 * 2 ** 0.5, rel=0.1)
+    assert rows["enum"]["bias_classifier"] == 0.0
+    noise = rows["other"]["bias_noise_classifier"]
+    assert noise == pytest.approx(2.0 * (2 / 400) ** 0.5 / 5, rel=0.1)
+    assert abs(rows["other"]["bias_classifier"] - 1.0 / 5.0) < 3 * noise
