@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only measure, at trained runs' best weights, the classifier's ELBO "
                         "gradient noise with and without the labelled images in the same ELBO "
                         "call (shared_signal), into --out (a .json)")
+    parser.add_argument("--clip", nargs="+", type=float, default=None, metavar="C",
+                        help="with --signal: also the training step's gradient, raw and "
+                        "clipped at each --clip-norm C (per image)")
     parser.add_argument("--title", default="", help="the --compare figure's title")
     parser.add_argument("--row",
                         help="MODEL/INFERENCE or a config name, as for experiments.compare")
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             measured = (code_of_runs(args.code, args.valid, args.dataset) if args.code else
-                        {str(r): shared_signal(r, args.draws, args.dataset)
+                        {str(r): shared_signal(r, args.draws, args.dataset, args.clip)
                          for r in args.signal})
         except (RunError, CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -213,13 +213,44 @@ def run_data(settings, dataset: str | None) -> data_lib.Dataset:
     return data_lib.load(dataset or settings.dataset, settings.data_dir, settings.seed)
 
 
-def shared_signal(run: Path, draws: int, dataset: str | None = None) -> dict:
+def step_gradients(pair, batch: Batch, params: list, draws: int, clips: list[float]
+                   ) -> dict[str, torch.Tensor]:
+    """The training step's whole gradient (ELBO and classifier term) on ``params``, one
+    row per draw, raw and as the step applies it after ``--clip-norm c`` for each c
+    (the global norm over all parameters capped at c per image); and each draw's global
+    norm per image."""
+    rows: dict[str, list] = {"raw": [], "norm": [], **{f"clip{c:g}": [] for c in clips}}
+    everything = [p for p in pair.parameters() if p.requires_grad]
+    for _ in range(draws):
+        pair.zero_grad(set_to_none=True)
+        pair.loss_and_grads(batch, step=10**6)
+        norm = float(torch.cat([g.grad.flatten() for g in everything if g.grad is not None]).norm())
+        rows["norm"].append(torch.tensor(norm / batch.size))
+        raw = -flat_grad(params)
+        rows["raw"].append(raw)
+        for c in clips:
+            rows[f"clip{c:g}"].append(raw * min(1.0, c * batch.size / norm))
+    pair.zero_grad(set_to_none=True)
+    return {name: torch.stack(v) for name, v in rows.items()}
+
+
+def signal_and_noise(v: torch.Tensor) -> tuple[float, float]:
+    """(|mean draw|, root-mean-square deviation of one draw) of draws ``v`` (N, P)."""
+    return float(v.mean(0).norm()), float(((v - v.mean(0)) ** 2).sum(-1).mean().sqrt())
+
+
+def shared_signal(run: Path, draws: int, dataset: str | None = None,
+                  clips: list[float] | None = None) -> dict:
     """At a trained run's best weights, on one training batch: the root-mean-square
     deviation of one draw of the classifier's ELBO gradient, for the unlabelled images
     alone and with the labelled ones in the same ELBO call. Trace_ELBO adds the log-ratio
     terms of every plate an unobserved site is not in to its learning signal, so with the
     labelled images beside them each unlabelled y's score-function term also carries
-    the labelled batch's terms; apart, only its own image's (as the original's were)."""
+    the labelled batch's terms; apart, only its own image's (as the original's were).
+
+    With ``clips``, also the training step's whole gradient on the classifier (the
+    objective as the loop calls it), raw and clipped at each ``--clip-norm``: the norm
+    of its mean, one draw's deviation, their ratio, and how often the clip acts."""
     from ppl_ssvae.run import load_run
 
     loaded = load_run(run)
@@ -241,10 +272,21 @@ def shared_signal(run: Path, draws: int, dataset: str | None = None) -> dict:
     deviation = {name: float(((v - v.mean(0)) ** 2).sum(-1).mean().sqrt())
                  for name, v in (("alone", alone), ("together", together),
                                  ("labelled_part", on_labelled))}
-    return {"draws": draws, "unlabelled_alone_rms_deviation": deviation["alone"],
-            "with_labelled_rms_deviation": deviation["together"],
-            "labelled_part_alone_rms_deviation": deviation["labelled_part"],
-            "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
+    measured = {"draws": draws, "unlabelled_alone_rms_deviation": deviation["alone"],
+                "with_labelled_rms_deviation": deviation["together"],
+                "labelled_part_alone_rms_deviation": deviation["labelled_part"],
+                "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
+    if clips:  # the step as the optimiser sees it, before and after clipping
+        step = step_gradients(pair, batch, params, draws, clips)
+        measured["step_norm_per_image_median"] = float(step["norm"].median())
+        for name in ("raw", *(f"clip{c:g}" for c in clips)):
+            mean_norm, rms = signal_and_noise(step[name])
+            measured[f"step_{name}"] = {"mean_norm": mean_norm, "rms_deviation": rms,
+                                        "signal_to_noise": mean_norm / rms}
+            if name != "raw":
+                c = float(name[4:])
+                measured[f"step_{name}"]["clipped_fraction"] = float((step["norm"] > c).float().mean())
+    return measured
 
 
 def code_of_runs(runs: list[Path], valid: int, dataset: str | None = None) -> dict:

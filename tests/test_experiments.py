@@ -409,3 +409,20 @@ def test_estimator_summary_measures_deviation_and_bias_as_documented():
     noise = rows["other"]["bias_noise_classifier"]
     assert noise == pytest.approx(2.0 * (2 / 400) ** 0.5 / 5, rel=0.1)
     assert abs(rows["other"]["bias_classifier"] - 1.0 / 5.0) < 3 * noise
+
+
+def test_step_gradients_clip_as_the_training_step_does(tiny):
+    """diagnose --signal --clip: each clipped draw is the raw draw scaled by
+    min(1, c * B / |whole gradient|), as ``--clip-norm c`` scales the step."""
+    from conftest import make_batch, small_pair
+    from experiments.probes import classifier_parameters, step_gradients
+
+    pair, _ = small_pair(inference="score")
+    batch = make_batch(tiny)
+    params = classifier_parameters(pair, batch.x_u)
+    torch.manual_seed(0)
+    rows = step_gradients(pair, batch, params, draws=5, clips=[1e-6, 1e9])
+    assert torch.equal(rows["clip1e+09"], rows["raw"])
+    scale = 1e-6 / rows["norm"]  # every draw is clipped at a tiny c
+    assert torch.allclose(rows["clip1e-06"], rows["raw"] * scale[:, None], rtol=1e-5)
+    assert rows["raw"].std(0).sum() > 0  # a sampled y: the draws differ
