@@ -65,23 +65,28 @@ def where_the_class_is(pair, x: torch.Tensor, y: torch.Tensor) -> dict:
     be (the decoder sees nothing else), while z2, if the hierarchy separates class from
     style, should carry little of it."""
     model, guide = pair.model, pair.guide
+    # a supervised baseline (mlp, two-digit-mlp) has a classifier and nothing else:
+    # its accuracies are measured, the decoder and z have nothing to measure
+    generative = hasattr(guide, "encode_z")
     with evaluation(pair), torch.no_grad():
         logits = guide.classify(x)
         predicted = logits.argmax(-1)
-        z_loc, _ = guide.encode_z(x, logits.softmax(-1))
-        means = decoded_corners(model)
-        out = {"valid_accuracy": float((predicted == y).float().mean()),
-               "decoder_class_share": between_share(means),
-               "z_probe_accuracy": linear_probe(z_loc, y)}
+        out = {"valid_accuracy": float((predicted == y).float().mean())}
+        if generative:
+            z_loc, _ = guide.encode_z(x, logits.softmax(-1))
+            means = decoded_corners(model)
+            out["decoder_class_share"] = between_share(means)
+            out["z_probe_accuracy"] = linear_probe(z_loc, y)
         sites = label_sites(model)
         if len(sites) > 1:
-            classes = torch.arange(model.num_classes, device=means.device)
+            classes = torch.arange(logits.shape[-1], device=y.device)
             truth, guess = split_label(model, y), split_label(model, predicted)
             for site, values in split_label(model, classes).items():
                 out[f"{site}_accuracy"] = float((guess[site] == truth[site]).float().mean())
-                # the main effect of the site: the pictures averaged within each of its values
-                out[f"decoder_{site}_share"] = between_share(means, values)
-                out[f"z_probe_{site}_accuracy"] = linear_probe(z_loc, truth[site])
+                if generative:
+                    # the main effect of the site: the pictures averaged within each of its values
+                    out[f"decoder_{site}_share"] = between_share(means, values)
+                    out[f"z_probe_{site}_accuracy"] = linear_probe(z_loc, truth[site])
         if hasattr(guide, "encode_z1"):
             z1_loc, _ = guide.encode_z1(x)
             out["z1_probe_accuracy"] = linear_probe(z1_loc, y)

@@ -391,6 +391,14 @@ def test_where_the_class_is_reads_each_label_site_and_z1():
     code = where_the_class_is(pair, torch.rand(40, 6), torch.randint(0, 4, (40,)))
     assert {"z1_probe_accuracy", "z2_probe_accuracy", "decoder_class_share"} <= code.keys()
 
+    # the supervised baseline: its accuracy per digit, by hand, and nothing generative
+    pair = build(Settings(model="two-digit-mlp", inference="ml", **small), 100, 6)
+    x, y = torch.rand(60, 6), torch.randint(0, 100, (60,))
+    code = where_the_class_is(pair, x, y)
+    guess = pair.classify(x).argmax(-1)
+    assert code.keys() == {"valid_accuracy", "y1_accuracy", "y2_accuracy"}
+    assert code["y2_accuracy"] == pytest.approx(float((guess % 10 == y % 10).float().mean()))
+
 
 def test_estimator_summary_measures_deviation_and_bias_as_documented():
     """experiments.estimators: deviation is sqrt(sum of the coordinates' variances), bias
