@@ -85,6 +85,12 @@ def run_dir(results: Path, dataset: str, key: str, seed: int) -> Path:
     return results / "runs" / dataset / key.replace("/", "-") / f"seed{seed}"
 
 
+def seeds_on_disk(results: Path) -> set[int]:
+    """The seeds of every run directory under ``results/runs`` (``seedN``)."""
+    return {int(p.name[4:]) for p in results.glob("runs/*/*/seed*")
+            if p.is_dir() and p.name[4:].isdigit()}
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -184,6 +190,10 @@ def summarise(runs: list[dict], budget: float, exact_final: float | None) -> dic
                               if s.get("steps")] or [None]),
         "epochs_trained": mean([s.get("epochs_trained") for s in finished] or [None]),
         "test_accuracy_last": mean([s.get("test_accuracy_last") for s in finished] or [None]),
+        "test_accuracy": mean([s.get("test_accuracy") for s in finished] or [None]),
+        "test_accuracy_sd": (statistics.stdev([s["test_accuracy"] for s in finished])
+                             if len(finished) > 1 and all(s.get("test_accuracy") is not None
+                                                          for s in finished) else None),
     }
     entry["accuracy_at"]["1.0"] = entry["final_accuracy"]
     absolute = [seconds_to(r, ABSOLUTE) for r in runs]
@@ -219,9 +229,11 @@ def _absolute(entry: dict, runs: int) -> str:
 
 
 def _seeds(present: list[int], asked: list[int]) -> str:
-    """The seeds a row's means are over, with how many were asked for if some are missing."""
+    """The seeds a row's means are over (a row may hold more than were asked for), with
+    how many of those asked it has if some are missing."""
     listed = ", ".join(str(s) for s in present)
-    return listed if len(present) == len(asked) else f"{listed} ({len(present)} of {len(asked)})"
+    have = len(set(present) & set(asked))
+    return listed if have == len(asked) else f"{listed} ({have} of {len(asked)})"
 
 
 def table(summary: dict) -> str:
@@ -294,11 +306,15 @@ def figure(panels: dict[str, tuple[dict, dict[str, list[dict]]]], budget: float,
 
 
 def aggregate(results: Path, datasets: list[tuple[str, int]], keys: list[str], seeds: list[int],
-              budget: float, clock: str = "cpu") -> dict:
+              budget: float, clock: str = "cpu", also: set[int] | frozenset = frozenset()
+              ) -> dict:
+    """The comparison over ``seeds`` (each row says which of them it holds), and the runs
+    of the seeds in ``also`` where a row has them (a row measured on more seeds)."""
     summary = {"budget": budget, "clock": clock, "seeds": seeds, "panels": {}}
     drawn = {}
+    loaded = sorted(set(seeds) | set(also))
     for dataset, labels in datasets:
-        runs_by_method = {key: load_runs(results, dataset, key, seeds, clock) for key in keys}
+        runs_by_method = {key: load_runs(results, dataset, key, loaded, clock) for key in keys}
         if not any(runs_by_method.values()):
             continue
         exact_runs = runs_by_method.get(EXACT) or []
@@ -369,11 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             failed = [name for name, code in pool.map(lambda job: run_one(job, args), jobs) if code]
     # the aggregate is the whole comparison, not this invocation's rows alone: every
-    # default method and data set (those without runs are left out) beside the ones asked
+    # default method and data set (those without runs are left out) beside the ones asked,
+    # and every seed that has a run (a row run on more seeds says so in its last column)
     keys = list(dict.fromkeys([*METHODS, *(row[0] for row in methods)]))
     everywhere = list(dict.fromkeys([*(parse_dataset(d) for d in DATASETS), *datasets]))
     aggregate(args.results, everywhere, keys, sorted(set(SEEDS) | set(args.seeds)), args.budget,
-              args.clock)
+              args.clock, also=seeds_on_disk(args.results))
     print(f"results in {args.results}/ (summary.json, results.md, figures/accuracy_vs_time.png)")
     if failed:
         print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)

@@ -13,7 +13,7 @@ from experiments import compare, readme, timebudget
 TINY = {"hidden": [16], "z_dim": 4, "batch_size": 500, "labelled_batch_size": 50}
 
 
-def write_run(results, dataset, key, seed, rows, classes, steps=40, cpu=80.0):
+def write_run(results, dataset, key, seed, rows, classes, steps=40, cpu=80.0, test=None):
     run = timebudget.run_dir(results, dataset, key, seed)
     run.mkdir(parents=True)
     run.joinpath("evaluations.jsonl").write_text("".join(
@@ -21,7 +21,8 @@ def write_run(results, dataset, key, seed, rows, classes, steps=40, cpu=80.0):
         + "\n" for i, (t, a) in enumerate(rows)))
     run.joinpath("summary.json").write_text(json.dumps({
         "classes": classes, "steps": steps, "train_cpu_seconds": cpu, "epochs_trained": 0.5,
-        "stopped_by": "time-limit", "time_limit": 80.0, "test_accuracy_last": 0.5}))
+        "stopped_by": "time-limit", "time_limit": 80.0, "test_accuracy_last": 0.5,
+        "test_accuracy": test}))
 
 
 def test_the_aggregate_reads_the_curves(tmp_path):
@@ -195,3 +196,26 @@ def test_the_models_with_structure_are_judged_by_their_own_targets(tmp_path):
             "the target of at most 2 times holds.") in verdicts
     # the original's thesis is judged on M2's relaxations alone
     assert "the best relaxed method, m2/gumbel-cat-kl" in verdicts
+
+
+def test_a_row_run_on_more_seeds_keeps_them_in_the_aggregate(tmp_path):
+    """A method run on a third seed (the hierarchical model at K = 10) is averaged over
+    its three seeds by any later aggregate, and the rows with the two planned seeds do
+    not read as incomplete."""
+    for seed in (0, 1):
+        write_run(tmp_path, "mnist", "m2/enum", seed, [(10, 0.5), (80, 0.9)], 10)
+    for seed, final, test in ((0, 0.96, 0.95), (1, 0.96, 0.96), (2, 0.6, 0.97)):
+        write_run(tmp_path, "mnist", "hierarchical/enum", seed, [(10, 0.5), (40, final),
+                                                                 (80, final)], 10, test=test)
+    summary = timebudget.aggregate(tmp_path, [("mnist", 100)], ["m2/enum", "hierarchical/enum"],
+                                   [0, 1], 80.0, also=timebudget.seeds_on_disk(tmp_path))
+    methods = summary["panels"]["mnist"]["methods"]
+    assert methods["hierarchical/enum"]["seeds"] == [0, 1, 2]
+    assert methods["hierarchical/enum"]["final_accuracy"] == pytest.approx(0.84)
+    table = (tmp_path / "results.md").read_text()
+    assert "| 0, 1, 2 |" in table and "| 0, 1 |" in table and "of 2)" not in table
+    # issue 23 at K = 10: test accuracy (mean ± sd over seeds) beside M2's and M1+M2's,
+    # and the time to 95%, which seed 2 never reaches (so no mean), the exact sum neither
+    line = next(t for t in summary["panels"]["mnist"]["targets"] if "hierarchical" in t)
+    assert "96.00% ± 1.00" in line and "95.01 ± 0.61" in line and "96.67" in line
+    assert "in none of its seeds' budgets" in line
