@@ -253,6 +253,10 @@ def shared_signal(run: Path, draws: int, dataset: str | None = None,
     labelled images beside them each unlabelled y's score-function term also carries
     the labelled batch's terms; apart, only its own image's (as the original's were).
 
+    ``classifier_term_norm`` is the norm of the classifier term's gradient on the same
+    parameters (the objective's supervised part), to set beside the unlabelled images'
+    mean gradient (``unlabelled_alone_mean_norm``): what each part pulls with.
+
     With ``clips``, also the training step's whole gradient on the classifier (the
     objective as the loop calls it), raw and clipped at each ``--clip-norm``: the norm
     of its mean, one draw's deviation, their ratio, and how often the clip acts."""
@@ -277,7 +281,12 @@ def shared_signal(run: Path, draws: int, dataset: str | None = None,
     deviation = {name: float(((v - v.mean(0)) ** 2).sum(-1).mean().sqrt())
                  for name, v in (("alone", alone), ("together", together),
                                  ("labelled_part", on_labelled))}
+    pair.zero_grad(set_to_none=True)
+    pair.classifier_loss(batch).backward()  # the supervised term, in the direction it moves
+    classifier_term = float(flat_grad(params).norm())
+    pair.zero_grad(set_to_none=True)
     measured = {"draws": draws, "unlabelled_alone_rms_deviation": deviation["alone"],
+                "classifier_term_norm": classifier_term,
                 "with_labelled_rms_deviation": deviation["together"],
                 "labelled_part_alone_rms_deviation": deviation["labelled_part"],
                 "unlabelled_alone_mean_norm": float(alone.mean(0).norm())}
