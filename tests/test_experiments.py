@@ -344,6 +344,11 @@ def test_diagnose_measures_a_run_on_its_own_data(tmp_path, capsys):
                           str(tmp_path / "code.json")]) == 0
     measured = json.loads((tmp_path / "code.json").read_text())[f"{run} (best)"]  # its path
     assert 0.0 <= measured["z_probe_accuracy"] <= 1.0 and measured["valid_accuracy"] > 0.2
+    assert diagnose.main(["--signal", str(run), "--draws", "3", "--clip", "1e-6", "--out",
+                          str(tmp_path / "signal.json")]) == 0
+    signal = json.loads((tmp_path / "signal.json").read_text())[str(run)]
+    assert signal["classifier_term_norm"] > 0  # the supervised term pulls the classifier
+    assert signal["step_clip1e-06"]["clipped_fraction"] == 1.0
 
     older = tmp_path / "older"  # a config.json without its data, naming other data
     shutil.copytree(run, older)
