@@ -272,3 +272,16 @@ def test_help_says_the_batch_is_global(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "unlabelled examples per step, in all: under torchrun the global batch" in text
     assert "global under torchrun" in text
+
+
+@pytest.mark.parametrize("method", ["unordered-set", "gumbel-rao"])
+def test_the_new_estimators_train_under_torchrun(tmp_path, method):
+    """A label estimator (its labels drawn per rank) and Gumbel-Rao (its noise drawn per
+    rank) step as one model: both ranks end with the same state."""
+    record = tmp_path / "record"
+    torchrun(record, tmp_path / "run", "--inference", method, "--samples", "3",
+             "--max-steps", "6")
+    states = [torch.load(record / f"state-rank{r}.pt") for r in range(2)]
+    for name, value in states[0]["networks"].items():
+        assert torch.equal(value, states[1]["networks"][name]), name
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["inference"] == method
