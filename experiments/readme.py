@@ -39,6 +39,7 @@ HEADLINE = f"{RESULTS}/headline.md"
 PAGES: dict[str, tuple[str, ...]] = {
     "README.md": (HEADLINE,),
     "docs/model.md": (f"{RESULTS}/posterior/m2-enum-300-steps.md",),
+    "docs/performance.md": (f"{RESULTS}/bench/bench.md",),
     "docs/results/epochs.md": (f"{RESULTS}/long/results.md", f"{RESULTS}/results.md"),
     "docs/results/reproduction.md": (f"{RESULTS}/reproduction/results.md",
                                      f"{RESULTS}/adgm/results.md"),
