@@ -113,8 +113,9 @@ def _structure_targets(methods: dict, k: int, verdict) -> list[str]:
     step at most twice M2's Gumbel-Softmax step, and its final accuracy above every flat
     M2 method's."""
     lines = []
-    two_digit = {key: m for key, m in methods.items()
-                 if key.startswith("two-digit/") and m["final_accuracy"] is not None}
+    two_digit = {key: m for key, m in methods.items()  # its rows and configs, not its baseline
+                 if key.startswith("two-digit") and not key.startswith("two-digit-mlp")
+                 and m["final_accuracy"] is not None}
     baseline = methods.get("two-digit-mlp/ml", {}).get("final_accuracy")
     if two_digit:
         best = max(two_digit, key=lambda key: two_digit[key]["final_accuracy"])

@@ -197,6 +197,16 @@ def test_the_models_with_structure_are_judged_by_their_own_targets(tmp_path):
     # the original's thesis is judged on M2's relaxations alone
     assert "the best relaxed method, m2/gumbel-cat-kl" in verdicts
 
+    # a config of the two-digit model (another classifier weight) is the two-digit model
+    # too, and the best of its rows is judged; its baseline never is
+    for seed in (0, 1):
+        write_run(tmp_path, "two-digit-mnist", "two-digit-gumbel-cat-kl-cw01", seed,
+                  [(5, 0.8), (80, 0.9)], 100)
+    summary = timebudget.aggregate(tmp_path, [("two-digit-mnist", 1000)],
+                                   [*keys, "two-digit-gumbel-cat-kl-cw01"], [0, 1], 80.0)
+    verdicts = " ".join(summary["panels"]["two-digit-mnist"]["targets"])
+    assert "the two-digit model, two-digit-gumbel-cat-kl-cw01, ends at 90.0%" in verdicts
+
 
 def test_a_row_run_on_more_seeds_keeps_them_in_the_aggregate(tmp_path):
     """A method run on a third seed (the hierarchical model at K = 10) is averaged over
