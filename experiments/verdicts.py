@@ -120,7 +120,9 @@ def _structure_targets(methods: dict, k: int, verdict) -> list[str]:
     if two_digit:
         best = max(two_digit, key=lambda key: two_digit[key]["final_accuracy"])
         final = two_digit[best]["final_accuracy"]
+        seeds = two_digit[best]["seeds"]
         line = (f"K = {k}: the two-digit model, {best}, ends at {100 * final:.1f}%"
+                + (f" (seed {', '.join(map(str, seeds))} alone so far)" if len(seeds) < 2 else "")
                 + verdict("85% or more", final >= 0.85).rstrip("."))
         if baseline is not None:
             gain = 100 * (final - baseline)
