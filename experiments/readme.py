@@ -108,8 +108,9 @@ EXACT = "m2/enum"
 # a row appears once every planned seed of it has used its budget
 BUDGET_ROWS = (("two-digit-mnist", ("m2/enum", "m2/gumbel-cat-kl", "mlp/ml", "m2/sum-and-sample",
                                     "m2/rloo", "m2/unordered-set", "m2/gumbel-rao",
-                                    "two-digit/gumbel-cat-kl", "two-digit-mlp/ml",
-                                    "hierarchical/enum")),
+                                    "two-digit/gumbel-cat-kl", "two-digit-gumbel-cat-kl-cw01",
+                                    "two-digit-mlp/ml", "hierarchical/enum",
+                                    "hierarchical-enum-cw01")),
                ("mnist", ("m2/enum", "m2/gumbel-cat-kl", "m2/sum-and-sample", "m2/rloo",
                           "m2/unordered-set", "m2/gumbel-rao", "hierarchical/enum")))
 DIGITS_ROWS = ("M2 (exact sum)", "MLP (labelled only)", "LabelSpreading")

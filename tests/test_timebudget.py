@@ -191,7 +191,8 @@ def test_the_models_with_structure_are_judged_by_their_own_targets(tmp_path):
             "more holds; its supervised baseline two-digit-mlp/ml ends at 74.0%, +12.0 points: "
             "the target of 10 points or more holds.") in verdicts
     # 0.16 s a step against gumbel-cat-kl's 0.1: 1.6 times
-    assert ("hierarchical/enum ends at 63.0% (best flat M2: m2/gumbel-cat-kl, 61.0%): the target "
+    assert ("the hierarchical model, hierarchical/enum, ends at 63.0% (best flat M2: "
+            "m2/gumbel-cat-kl, 61.0%): the target "
             "of above every flat M2 holds; its exact-sum step costs 1.60 times m2/gumbel-cat-kl's: "
             "the target of at most 2 times holds.") in verdicts
     # the original's thesis is judged on M2's relaxations alone
@@ -206,6 +207,15 @@ def test_the_models_with_structure_are_judged_by_their_own_targets(tmp_path):
                                    [*keys, "two-digit-gumbel-cat-kl-cw01"], [0, 1], 80.0)
     verdicts = " ".join(summary["panels"]["two-digit-mnist"]["targets"])
     assert "the two-digit model, two-digit-gumbel-cat-kl-cw01, ends at 90.0%" in verdicts
+
+    # so is the hierarchical model's; a row with one seed so far says so
+    write_run(tmp_path, "two-digit-mnist", "hierarchical-enum-cw01", 0, [(5, 0.5), (80, 0.66)],
+              100, steps=500)
+    summary = timebudget.aggregate(tmp_path, [("two-digit-mnist", 1000)],
+                                   [*keys, "hierarchical-enum-cw01"], [0, 1], 80.0)
+    verdicts = " ".join(summary["panels"]["two-digit-mnist"]["targets"])
+    assert ("the hierarchical model, hierarchical-enum-cw01, ends at 66.0% (seed 0 alone so far) "
+            "(best flat M2: m2/gumbel-cat-kl, 61.0%)") in verdicts
 
 
 def test_a_row_run_on_more_seeds_keeps_them_in_the_aggregate(tmp_path):
